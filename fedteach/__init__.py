@@ -1,0 +1,20 @@
+"""fedteach: federated learning for the classroom, on TensorFlow 2 / Keras 3.
+
+``import fedteach as ft`` gives every name a notebook needs, with the
+tutorial's vocabulary: ``ft.ClientData``, ``ft.federated_computation``,
+``ft.build_federated_averaging_process``, ``ft.build_federated_evaluation``...
+"""
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fedteach import data, federated, models, rounds  # noqa: E402
+from fedteach.data import *  # noqa: E402,F401,F403
+from fedteach.evaluation import assign_weights_to_keras_model, build_federated_evaluation  # noqa: E402
+from fedteach.federated import *  # noqa: E402,F401,F403
+from fedteach.models import *  # noqa: E402,F401,F403
+from fedteach.rounds import *  # noqa: E402,F401,F403
+
+__version__ = "0.1.0"
+__all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
+           + ["assign_weights_to_keras_model", "build_federated_evaluation"])

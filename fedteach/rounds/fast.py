@@ -1,0 +1,274 @@
+"""The fast round engine: every client of a round in one compiled function.
+
+The clients' datasets are :class:`~fedteach.data.pipeline.ClientDataset`\\ s
+built the tutorial's way (``repeat`` / ``map`` / ``shuffle`` / ``batch``). Instead
+of running each ``tf.data`` pipeline, the engine reads the recipe:
+
+1. *layout*: the map functions run once over all of the round's raw examples
+   (vectorized), and each client's stream of epochs x shuffled batches becomes
+   rows of an index tensor ``[clients, steps, batch]`` with a mask for the
+   padding. Sizes are rounded up to buckets so that a new mix of clients
+   reuses the compiled function.
+2. *train*: one XLA-compiled function runs local SGD of all clients side by
+   side (the Keras model's stateless call, vectorized over the client axis),
+   accumulates the Keras metrics' states per client and returns the
+   example-weighted average of the clients' models.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fedteach.data.pipeline import ClientDataset, shuffle_with_buffer
+
+
+@dataclass
+class Layout:
+    """A round's data laid out for the compiled function (see module docs)."""
+
+    examples: dict          # field -> array [num_examples_bucketed, ...]
+    index: np.ndarray       # int32 [clients, steps, batch], rows of ``examples``
+    mask: np.ndarray        # float32 [clients, steps, batch], 1 for real examples
+    num_examples: np.ndarray  # int64 [clients], examples each client trains on
+
+
+def bucket(n: int) -> int:
+    """Rounds ``n`` up to a size with at most 3 significant bits.
+
+    Example:
+        >>> [bucket(n) for n in (1, 5, 46, 100, 1000)]
+        [1, 5, 48, 112, 1024]
+    """
+    if n <= 8:
+        return max(n, 1)
+    step = 1 << (n.bit_length() - 3)
+    return -(-n // step) * step
+
+
+def unsupported_pipeline(dataset) -> str | None:
+    """Why ``dataset`` cannot take the fast path, or None if it can.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = ClientDataset({'x': np.zeros((4, 2), np.float32)})
+        >>> unsupported_pipeline(ds.batch(2)) is None, unsupported_pipeline(ds)
+        (True, 'the dataset is not batched')
+    """
+    if not isinstance(dataset, ClientDataset):
+        return (f"a client dataset is a {type(dataset).__name__}, not a dataset from "
+                "ClientData.create_tf_dataset_for_client transformed only by repeat/map/shuffle/batch")
+    kinds = [s.kind for s in dataset.steps]
+    if kinds.count("batch") != 1:
+        return "the dataset is not batched" if "batch" not in kinds else "the dataset is batched twice"
+    if "map" in kinds[kinds.index("batch"):]:
+        return "a map is applied after batch"
+    return None
+
+
+def _client_stream(dataset: ClientDataset, rng: np.random.Generator) -> list[np.ndarray]:
+    """The client's batches, as arrays of example indices, in training order."""
+    n = len(next(iter(dataset.source.values())))
+    stream = np.arange(n)
+    batches = None
+    for step in dataset.steps:
+        if step.kind == "repeat":
+            if batches is None:
+                stream = np.tile(stream, step.args[0])
+            else:
+                batches = batches * step.args[0]
+        elif step.kind == "shuffle":
+            buffer, seed = step.args
+            r = rng if seed is None else np.random.default_rng([seed, int(rng.integers(1 << 31))])
+            if batches is None:
+                stream = shuffle_with_buffer(stream, buffer, r)
+            else:
+                order = shuffle_with_buffer(np.arange(len(batches)), buffer, r)
+                batches = [batches[i] for i in order]
+        elif step.kind == "batch":
+            size, drop = step.args
+            cut = range(0, len(stream), size)
+            batches = [stream[i:i + size] for i in cut if not drop or i + size <= len(stream)]
+    return batches
+
+
+def _map_key(fns) -> tuple:
+    key = []
+    for fn in fns:
+        cells = tuple(id(c.cell_contents) for c in (getattr(fn, "__closure__", None) or ()))
+        key.append((getattr(fn, "__code__", fn), cells))
+    return tuple(key)
+
+
+class Layouter:
+    """Turns a round's client datasets into a :class:`Layout` (step 1 above)."""
+
+    def __init__(self, input_spec):
+        self.input_spec = input_spec
+        self._map_fns = {}
+
+    def _mapper(self, fns, raw_spec):
+        key = (_map_key(fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()))
+        if key not in self._map_fns:
+            def one(element):
+                for fn in fns:
+                    element = fn(element)
+                return element
+            signature = [{k: tf.TensorSpec([None] + list(s.shape), s.dtype) for k, s in raw_spec.items()}]
+            self._map_fns[key] = tf.function(lambda batch: tf.vectorized_map(one, batch),
+                                             input_signature=signature)
+        return self._map_fns[key]
+
+    def layout(self, datasets, rngs) -> Layout:
+        groups = collections.OrderedDict()  # clients that share their map functions
+        streams = []
+        for i, (ds, rng) in enumerate(zip(datasets, rngs)):
+            fns = [s.args[0] for s in ds.steps if s.kind == "map"]
+            groups.setdefault(_map_key(fns), (fns, []))[1].append(i)
+            streams.append(_client_stream(ds, rng))
+        mapped = [None] * len(datasets)
+        for fns, members in groups.values():
+            raw = {k: np.concatenate([datasets[i].source[k] for i in members]) for k in datasets[members[0]].source}
+            spec = {k: tf.TensorSpec(v.shape[1:], tf.as_dtype(v.dtype)) for k, v in raw.items()}
+            out = self._mapper(fns, spec)(raw) if fns else raw
+            out = {k: np.asarray(v) for k, v in out.items()}
+            start = 0
+            for i in members:
+                n = len(next(iter(datasets[i].source.values())))
+                mapped[i] = {k: v[start:start + n] for k, v in out.items()}
+                start += n
+        self._check_structure(mapped, datasets)
+        return _pack(mapped, streams, list(self.input_spec))
+
+    def _check_structure(self, mapped, datasets):
+        for fields, ds in zip(mapped, datasets):
+            if set(fields) != set(self.input_spec):
+                raise ValueError(
+                    f"client {ds.client_id!r}: its batches have fields {sorted(fields)} but the model's "
+                    f"input_spec expects {sorted(self.input_spec)}. Check the preprocess function's map.")
+            for key, spec in self.input_spec.items():
+                shape = tuple(fields[key].shape[1:])
+                expected = tf.TensorShape(spec.shape[1:])
+                if not expected.is_compatible_with(shape):
+                    raise ValueError(
+                        f"client {ds.client_id!r}, field {key!r}: examples have shape {list(shape)} but the "
+                        f"model's input_spec expects {expected.as_list()} (batch shape {spec.shape}). "
+                        "Reshape it in the preprocess function.")
+
+
+def _pack(mapped, streams, keys) -> Layout:
+    sizes = [len(next(iter(m.values()))) for m in mapped]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(offsets[-1])
+    steps = bucket(max((len(s) for s in streams), default=1))
+    batch = max((len(b) for s in streams for b in s), default=1)
+    index = np.zeros((len(streams), steps, batch), np.int32)
+    mask = np.zeros((len(streams), steps, batch), np.float32)
+    for c, stream in enumerate(streams):
+        for t, b in enumerate(stream):
+            index[c, t, :len(b)] = b + offsets[c]
+            mask[c, t, :len(b)] = 1.0
+    rows = bucket(total)
+    examples = {}
+    for k in keys:
+        parts = [m[k] for m in mapped]
+        first = parts[0]
+        buf = np.zeros((rows,) + first.shape[1:], first.dtype)
+        np.concatenate(parts, out=buf[:total]) if total else None
+        examples[k] = buf
+    return Layout(examples, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+
+
+def unsupported_model(model, optimizer) -> str | None:
+    """Why the (model, client optimizer) pair cannot take the fast path, or None."""
+    from fedteach.models.keras_model import KerasModel
+
+    if not isinstance(model, KerasModel):
+        return f"the model is a custom {type(model).__name__} (the fast path serves Keras models)"
+    if type(optimizer) is not keras.optimizers.SGD:
+        return f"the client optimizer is {type(optimizer).__name__} (the fast path runs plain SGD)"
+    odd = [m.name for m in model.metrics if not isinstance(m, keras.metrics.MeanMetricWrapper)]
+    if odd:
+        return f"metrics {odd} are not means of per-example values"
+    if optimizer.momentum or optimizer.nesterov:
+        return "the client optimizer uses momentum"
+    if not isinstance(optimizer._learning_rate, (float, int)) and not hasattr(optimizer._learning_rate, "assign"):
+        return "the client learning rate is a schedule"
+    return None
+
+
+class FastTrainer:
+    """Runs local SGD of all clients side by side in one compiled function (step 2)."""
+
+    def __init__(self, model, learning_rate: float):
+        self.model = model
+        self.learning_rate = float(learning_rate)
+        self.trace_count = 0
+        self._fn = tf.function(self._round, jit_compile=True, reduce_retracing=True)
+
+    def train(self, trainable, non_trainable, layout: Layout):
+        """Returns (averaged trainable, averaged non-trainable, per-client local outputs)."""
+        tv, ntv, loss_sums, metric_states = self._fn(
+            [tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
+            {k: tf.constant(v) for k, v in layout.examples.items()},
+            tf.constant(layout.index), tf.constant(layout.mask),
+            tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate))
+        outputs = []
+        metrics = self.model.metrics
+        loss_sums = loss_sums.numpy()
+        states = [[s.numpy() for s in per_metric] for per_metric in metric_states]
+        for c, n in enumerate(layout.num_examples):
+            out = collections.OrderedDict()
+            for m, state in zip(metrics, states):
+                out[m.name] = [s[c] for s in state]
+            out["loss"] = [np.float32(loss_sums[c]), np.float32(n)]
+            out["num_examples"] = np.int64(n)
+            outputs.append(out)
+        return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs
+
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr):
+        self.trace_count += 1
+        model, net = self.model, self.model.keras_model
+        clients = tf.shape(index)[0]
+        stack = lambda ws: [tf.tile(w[None], tf.concat([[clients], tf.ones_like(tf.shape(w))], 0)) for w in ws]
+        tv, ntv = stack(trainable), stack(non_trainable)
+        ms = [[tf.zeros([clients]), tf.zeros([clients])] for _ in model.metrics]
+        loss_sum = tf.zeros([clients])
+
+        def forward(args):
+            tv_c, ntv_c, x_c = args
+            return net.stateless_call(tv_c, ntv_c, x_c, training=True)
+
+        def step(t, tv, ntv, ms, loss_sum):
+            rows = index[:, t]
+            m = mask[:, t]                                   # [clients, batch]
+            x = tf.gather(examples["x"], rows)
+            y = tf.gather(examples["y"], rows)
+            flat_y = tf.reshape(y, tf.concat([[-1], tf.shape(y)[2:]], 0))
+            count = tf.reduce_sum(m, axis=1)                 # real examples per client
+            with tf.GradientTape() as tape:
+                tape.watch(tv)
+                preds, ntv_new = tf.vectorized_map(forward, (tv, ntv, x))
+                flat_preds = tf.reshape(preds, tf.concat([[-1], tf.shape(preds)[2:]], 0))
+                per_example = tf.reshape(model.per_example_loss(flat_y, flat_preds), tf.shape(m))
+                loss = tf.reduce_sum(per_example * m, axis=1) / tf.maximum(count, 1.0)
+                total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
+            grads = tape.gradient(total, tv)
+            tv_new = [w - lr * g for w, g in zip(tv, grads)]
+            active = lambda w: tf.reshape(count > 0, tf.concat([[-1], tf.ones_like(tf.shape(w)[1:])], 0))
+            ntv_new = [tf.where(active(a), a, b) for a, b in zip(ntv_new, ntv)]
+            ms_new = []
+            for metric, (metric_total, metric_count) in zip(model.metrics, ms):
+                values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
+                                    tf.shape(m))
+                ms_new.append([metric_total + tf.reduce_sum(values * m, axis=1), metric_count + count])
+            return t + 1, tv_new, ntv_new, ms_new, loss_sum + loss * count
+
+        _, tv, ntv, ms, loss_sum = tf.while_loop(
+            lambda t, *_: t < tf.shape(index)[1], step, (tf.constant(0), tv, ntv, ms, loss_sum))
+        share = weights / tf.reduce_sum(weights)
+        average = lambda ws: [tf.tensordot(share, w, axes=1) for w in ws]
+        return average(tv), average(ntv), loss_sum, ms

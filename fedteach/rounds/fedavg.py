@@ -1,0 +1,252 @@
+"""Federated Averaging as an iterative process (McMahan et al., 2017).
+
+A round: the server broadcasts its model; every client trains it on its own
+data with the client optimizer; the server takes the average of the clients'
+models weighted by the number of examples each trained on, and applies the
+average update with the server optimizer (SGD with learning rate 1.0 simply
+adopts the average).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fedteach.rounds import fast, general
+from fedteach.rounds.process import (Computation, IterativeProcess, check_model_fn, clients_data_type,
+                                     function_type, is_finite, metrics_type, server_type)
+from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
+from fedteach.federated import StructType
+
+
+class DivergenceError(FloatingPointError):
+    """A round produced NaN or Inf; the state passed to ``next`` is still good."""
+
+
+class ServerOptimizer:
+    """Applies the clients' average update with a Keras optimizer, as plain data in and out.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> w = ModelWeights.from_lists([np.zeros(2, np.float32)], [], ['b'])
+        >>> server = ServerOptimizer(keras.optimizers.SGD(1.0), w)
+        >>> new, state = server.apply(w, server.initial_state(), [np.array([0.5, -1.0], np.float32)])
+        >>> new.trainable['b'].tolist(), int(state[0])
+        ([0.5, -1.0], 1)
+    """
+
+    def __init__(self, optimizer, template: ModelWeights):
+        self.optimizer = optimizer
+        self.variables = [tf.Variable(w) for w in template.trainable.values()]
+        optimizer.build(self.variables)
+        self.state_variables = [v for v in optimizer.variables if not v.path.endswith("learning_rate")]
+        self._initial = tuple(v.numpy() for v in self.state_variables)
+        self._apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, self.variables)))
+
+    def initial_state(self) -> tuple:
+        return tuple(np.copy(s) for s in self._initial)
+
+    def apply(self, weights: ModelWeights, state: tuple, update: list):
+        """Moves ``weights`` by ``update`` (the average client change); returns (weights, state)."""
+        for v, w in zip(self.variables, weights.trainable.values()):
+            v.assign(w)
+        for v, s in zip(self.state_variables, state):
+            v.assign(s)
+        self._apply([tf.constant(-u) for u in update])
+        trainable = collections.OrderedDict(
+            (name, v.numpy()) for name, v in zip(weights.trainable, self.variables))
+        return ModelWeights(trainable, weights.non_trainable), tuple(v.numpy() for v in self.state_variables)
+
+
+def _copy_optimizer(optimizer):
+    return optimizer.__class__.from_config(optimizer.get_config())
+
+
+def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server_optimizer_fn=None, *,
+                                      seed: int = 0, engine: str = "auto", verbose: bool = False):
+    """Builds Federated Averaging as an :class:`IterativeProcess`.
+
+    Args:
+        model_fn: a function that builds a new :class:`fedteach.Model` (not a model).
+        client_optimizer_fn: returns the Keras optimizer for local training;
+            default: the compiled optimizer of a compiled Keras model.
+        server_optimizer_fn: returns the Keras optimizer that applies the
+            average update on the server; default ``SGD(learning_rate=1.0)``.
+        seed: fixes the initial weights and the shuffling of the fast engine.
+        engine: ``'auto'`` (fast where possible), ``'fast'`` (error if not
+            possible) or ``'general'``.
+        verbose: print which engine each round took.
+
+    The process's ``path`` attribute says which engine the last round used
+    and ``path_reason`` why.
+
+    Example:
+        >>> import fedteach as ft, keras
+        >>> train, _ = ft.load_offline_digits(num_clients=3, seed=0)
+        >>> data = ft.make_federated_data(train, train.client_ids, ft.preprocess_for_tutorial(num_epochs=1))
+        >>> def model_fn():
+        ...     net = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation='softmax',
+        ...                                                             kernel_initializer='zeros')])
+        ...     net.compile(loss='sparse_categorical_crossentropy', optimizer=keras.optimizers.SGD(0.02),
+        ...                 metrics=[keras.metrics.SparseCategoricalAccuracy()])
+        ...     return ft.from_compiled_keras_model(net, next(iter(data[0])))
+        >>> process = ft.build_federated_averaging_process(model_fn)
+        >>> str(process.initialize.type_signature)
+        '( -> <model=<trainable=<dense/kernel=float32[784,10],dense/bias=float32[10]>,non_trainable=<>>,optimizer_state=<int64>>@SERVER)'
+        >>> state, metrics = process.next(process.initialize(), data)
+        >>> process.path, sorted(metrics)
+        ('fast', ['loss', 'num_examples', 'sparse_categorical_accuracy'])
+    """
+    if engine not in ("auto", "fast", "general"):
+        raise ValueError(f"engine must be 'auto', 'fast' or 'general', got {engine!r}")
+    keras.utils.set_random_seed(seed)
+    model = check_model_fn(model_fn)
+    if client_optimizer_fn is not None:
+        client_optimizer = client_optimizer_fn()
+    elif getattr(model, "optimizer", None) is not None:
+        client_optimizer = _copy_optimizer(model.optimizer)
+    else:
+        raise ValueError("no client optimizer: pass client_optimizer_fn (e.g. "
+                         "`lambda: keras.optimizers.SGD(learning_rate=0.02)`), or use a compiled Keras model.")
+    if not isinstance(client_optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"client_optimizer_fn must return a Keras optimizer, got {type(client_optimizer).__name__}")
+    server = ServerOptimizer(server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(1.0),
+                             general.ClientRunner(model).weights())
+    return FederatedAveraging(model, client_optimizer, server, seed=seed, engine=engine, verbose=verbose).process
+
+
+class FederatedAveraging:
+    """The engine behind :func:`build_federated_averaging_process`."""
+
+    def __init__(self, model, client_optimizer, server: ServerOptimizer, *, seed, engine, verbose):
+        self.model, self.server, self.seed, self.engine, self.verbose = model, server, seed, engine, verbose
+        self.runner = general.ClientRunner(model, client_optimizer)
+        self.initial_weights = self.runner.weights()
+        self.model_reason = fast.unsupported_model(model, client_optimizer)
+        if self.model_reason is None:
+            self.layouter = fast.Layouter(model.input_spec)
+            self.trainer = fast.FastTrainer(model, client_optimizer.learning_rate.numpy())
+        elif engine == "fast":
+            raise ValueError(f"engine='fast' is not possible: {self.model_reason}")
+        self.path, self.path_reason = None, None
+        state_type = server_type(self.initialize())
+        outputs = self.runner.model.report_local_outputs()
+        self.metrics_type = metrics_type(model, outputs)
+        self.process = FederatedAveragingProcess(
+            Computation(self.initialize, function_type([], state_type), "initialize"),
+            Computation(self.next, function_type([state_type, clients_data_type(model)],
+                                                 StructType([(None, state_type), (None, self.metrics_type)])),
+                        "next"),
+            self)
+
+    def initialize(self) -> ServerState:
+        return ServerState(self.initial_weights.map(np.copy), self.server.initial_state())
+
+    def choose_path(self, federated_data) -> tuple[str, str]:
+        if self.engine == "general":
+            return "general", "engine='general' was asked for"
+        reason = self.model_reason or next(
+            (r for r in map(fast.unsupported_pipeline, federated_data) if r is not None), None)
+        if reason is None:
+            return "fast", "Keras model, SGD and tutorial-style client datasets"
+        if self.engine == "fast":
+            raise ValueError(f"engine='fast' is not possible for this round: {reason}")
+        return "general", reason
+
+    def next(self, state: ServerState, federated_data):
+        _check_state(state, self.initial_weights)
+        federated_data = list(federated_data)
+        if not federated_data:
+            raise ValueError("a round needs at least one client: federated_data is empty. "
+                             "Pass a list with one dataset per client, e.g. ft.make_federated_data(...).")
+        round_num = state.round_num + 1
+        self.path, self.path_reason = self.choose_path(federated_data)
+        if self.verbose:
+            print(f"round {round_num}: {self.path} path ({self.path_reason})")
+        if self.path == "fast":
+            average, outputs = self._fast_round(state, federated_data, round_num)
+        else:
+            average, outputs = self._general_round(state, federated_data, round_num)
+        update = [a - w for a, w in zip(average.trainable.values(), state.model.trainable.values())]
+        weights, optimizer_state = self.server.apply(state.model, state.optimizer_state, update)
+        weights = ModelWeights(weights.trainable, average.non_trainable)
+        metrics = RoundMetrics(self.model.federated_output_computation(outputs))
+        if not is_finite(list(weights.trainable.values()) + [metrics.get("loss", 0.0)]):
+            raise DivergenceError(
+                f"round {round_num} diverged: the model weights or the loss became NaN/Inf. "
+                "Try a smaller client or server learning rate. The state you passed to next() "
+                f"(after round {round_num - 1}) is unchanged and still usable.")
+        return ServerState(weights, optimizer_state), metrics
+
+    def _fast_round(self, state, federated_data, round_num):
+        rngs = [np.random.default_rng([self.seed, round_num, c]) for c in range(len(federated_data))]
+        layout = self.layouter.layout(federated_data, rngs)
+        _skip_empty(layout.num_examples, federated_data, round_num)
+        tv, ntv, outputs = self.trainer.train(
+            list(state.model.trainable.values()), list(state.model.non_trainable.values()), layout)
+        names = state.model
+        average = ModelWeights(collections.OrderedDict(zip(names.trainable, tv)),
+                               collections.OrderedDict(zip(names.non_trainable, ntv)))
+        return average, [o for o, n in zip(outputs, layout.num_examples) if n > 0]
+
+    def _general_round(self, state, federated_data, round_num):
+        results = [self.runner.train(state.model, ds) for ds in federated_data]
+        counts = np.array([n for _, n, _ in results], np.int64)
+        _skip_empty(counts, federated_data, round_num)
+        share = counts / counts.sum()
+        trained = [w for w, _, _ in results]
+        average = ModelWeights(
+            collections.OrderedDict((k, sum(s * w.trainable[k] for s, w in zip(share, trained)).astype(v.dtype))
+                                    for k, v in state.model.trainable.items()),
+            collections.OrderedDict((k, sum(s * w.non_trainable[k] for s, w in zip(share, trained)).astype(v.dtype))
+                                    for k, v in state.model.non_trainable.items()))
+        return average, [o for (_, n, o) in results if n > 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedAveragingProcess(IterativeProcess):
+    """An IterativeProcess that also tells which engine ran the last round."""
+
+    _engine: FederatedAveraging = dataclasses.field(repr=False)
+
+    @property
+    def path(self) -> str | None:
+        """'fast' or 'general': the engine the last round took (None before the first round)."""
+        return self._engine.path
+
+    @property
+    def path_reason(self) -> str | None:
+        """Why the last round took that engine."""
+        return self._engine.path_reason
+
+    @property
+    def trace_count(self) -> int:
+        """How many times the compiled round functions were traced (both engines)."""
+        fast_traces = getattr(getattr(self._engine, "trainer", None), "trace_count", 0)
+        return fast_traces + self._engine.runner.trace_count
+
+
+def _skip_empty(counts, federated_data, round_num):
+    empty = [getattr(d, "client_id", None) or f"#{i}" for i, (d, n) in enumerate(zip(federated_data, counts))
+             if n == 0]
+    if len(empty) == len(counts):
+        raise ValueError(f"round {round_num}: every client's dataset is empty, nothing to train on. "
+                         "Check the client ids and the preprocess function (e.g. batch with drop_remainder).")
+    if empty:
+        warnings.warn(f"round {round_num}: skipped {len(empty)} client(s) with no examples: {empty}",
+                      stacklevel=3)
+
+
+def _check_state(state, template: ModelWeights):
+    if not isinstance(state, ServerState):
+        raise TypeError(f"next() expects the ServerState returned by initialize() or next(), got "
+                        f"{type(state).__name__}. Usage: state, metrics = process.next(state, federated_data)")
+    if list(state.model.trainable) != list(template.trainable) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(state.model.trainable.values(), template.trainable.values())):
+        raise ValueError("this state belongs to a different model: its weights are "
+                         f"{ {k: np.shape(v) for k, v in state.model.trainable.items()} } but the process's model has "
+                         f"{ {k: np.shape(v) for k, v in template.trainable.items()} }.")
