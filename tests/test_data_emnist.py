@@ -212,8 +212,8 @@ def test_unreachable_server_fails_fast_with_offline_advice(tmp_path, base_url, c
         load_emnist(cache_dir=tmp_path, base_url=base_url, verbose=False)
     assert time.perf_counter() - start < 5
     message = str(info.value)
-    assert f'Could not download {base_url}{ARCHIVE}: the {"host name" if "resolved" in cause else "connection"}' in message
-    assert cause in message
+    assert message.startswith(f'Could not download {base_url}{ARCHIVE}: the ')
+    assert cause in message.splitlines()[0]
     assert 'ft.load_offline_digits()' in message and 'ft.load_course_data()' in message
     assert 'path=' in message
     assert not (tmp_path / ARCHIVE).exists()

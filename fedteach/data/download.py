@@ -16,7 +16,7 @@ import pathlib
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 try:
     import fcntl
@@ -68,15 +68,17 @@ def sha256_of(path: str | os.PathLike) -> str:
         >>> sha256_of(path)[:16]
         'ba7816bf8f01cfea'
     """
-    hasher = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b''):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+    return _hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def download(
-    url: str, dest: str | os.PathLike, sha256: str, *, timeout: float = 10.0, hint: str = ''
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str,
+    *,
+    timeout: float = 10.0,
+    hint: str = '',
+    on_start: Callable[[], None] | None = None,
 ) -> pathlib.Path:
     """Downloads `url` to `dest`, verified by its SHA-256.
 
@@ -89,6 +91,8 @@ def download(
         sha256: the expected hex SHA-256.
         timeout: socket timeout in seconds (connect and each read).
         hint: appended to every error message (e.g. offline alternatives).
+        on_start: called once the server has answered, before data flows
+            (e.g. to print that a long download starts).
 
     Returns:
         `dest` as a `pathlib.Path`.
@@ -108,12 +112,8 @@ def download(
     """
     dest = pathlib.Path(dest)
     part = dest.with_name(dest.name + '.part')
-    hasher = hashlib.sha256()
     offset = part.stat().st_size if part.exists() else 0
-    if offset:
-        with open(part, 'rb') as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b''):
-                hasher.update(chunk)
+    hasher = _hash_file(hashlib.sha256(), part) if offset else hashlib.sha256()
     if not offset or hasher.hexdigest() != sha256:
         request = urllib.request.Request(url)
         if offset:
@@ -122,6 +122,8 @@ def download(
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 if offset and response.status != 206:  # No resume support: restart.
                     offset, hasher = 0, hashlib.sha256()
+                if on_start:
+                    on_start()
                 expected = response.headers.get('Content-Length')
                 received = 0
                 with open(part, 'ab' if offset else 'wb') as out:
@@ -132,7 +134,7 @@ def download(
         except urllib.error.HTTPError as error:
             if error.code == 416:  # Range past the end: the .part is bad, restart.
                 part.unlink()
-                return download(url, dest, sha256, timeout=timeout, hint=hint)
+                return download(url, dest, sha256, timeout=timeout, hint=hint, on_start=on_start)
             raise DownloadError(_message(url, f'HTTP error {error.code} {error.reason}', hint))
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             raise DownloadError(_message(url, _cause(error), hint)) from error
@@ -162,11 +164,18 @@ def download(
 
 
 def fetch(
-    url: str, dest: str | os.PathLike, sha256: str, *, timeout: float = 10.0, hint: str = ''
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str,
+    *,
+    timeout: float = 10.0,
+    hint: str = '',
+    on_start: Callable[[], None] | None = None,
 ) -> pathlib.Path:
     """Returns a verified `dest`, downloading it unless a good copy is cached.
 
-    A cached file with the wrong checksum is deleted and downloaded again.
+    A cached file with the wrong checksum is deleted and downloaded again
+    (arguments as for `download`).
     Hold a `file_lock` around the call when others may fetch the same file.
 
     Example:
@@ -183,7 +192,14 @@ def fetch(
         if sha256_of(dest) == sha256:
             return dest
         dest.unlink()
-    return download(url, dest, sha256, timeout=timeout, hint=hint)
+    return download(url, dest, sha256, timeout=timeout, hint=hint, on_start=on_start)
+
+
+def _hash_file(hasher, path: str | os.PathLike):
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b''):
+            hasher.update(chunk)
+    return hasher
 
 
 def _cause(error: BaseException) -> str:

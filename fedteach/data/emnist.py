@@ -123,10 +123,15 @@ def load_emnist(
                 _check_local_archive(archive, sha256, prefix)
             else:
                 url = base_url.rstrip('/') + '/' + archive_name
-                if verbose and not archive.exists():
-                    print(f'Downloading {url} into {directory} (only the first time).')
-                fetch(url, archive, sha256, timeout=timeout,
-                      hint=OFFLINE_HINT.format(archive=archive_name))
+                message = f'Downloading {url} into {directory} (only the first time).'
+                fetch(
+                    url,
+                    archive,
+                    sha256,
+                    timeout=timeout,
+                    hint=OFFLINE_HINT.format(archive=archive_name),
+                    on_start=(lambda: print(message)) if verbose else None,
+                )
             if verbose:
                 print(f'Extracting {archive} ...')
             _extract(archive, directory, prefix)

@@ -23,7 +23,7 @@ _DIGITS_CSV = pathlib.Path(__file__).with_name('digits.csv.gz')
 _SIZE, _BOX = 28, 20  # EMNIST frame; MNIST-style 20x20 box for the digit.
 _NUM_CLASSES = 10
 _TEST_SOURCE_FRACTION = 0.2
-_CHUNK = 4096
+_CHUNK = 512
 
 
 def load_offline_digits(
@@ -90,8 +90,8 @@ def load_offline_digits(
         writer = np.repeat(np.arange(num_clients), sizes)
         example_labels = _sample_labels(rng, label_probs[writer])
         sources = _sample_sources(rng, example_labels, labels, pools[split])
-        warped = _warp(ink[sources], *_example_transforms(rng, styles, writer))
-        pixels = 1.0 - warped ** styles['thickness'][writer, None, None]
+        thickness = styles['thickness'][writer, None, None].astype(np.float32)
+        pixels = 1.0 - _warp(ink[sources] ** thickness, *_example_transforms(rng, styles, writer))
         bounds = np.cumsum(sizes)[:-1]
         splits.append(
             ClientData.from_arrays(
@@ -100,7 +100,7 @@ def load_offline_digits(
                     for client_id, label, pixel in zip(
                         client_ids,
                         np.split(example_labels, bounds),
-                        np.split(pixels.astype(np.float32), bounds),
+                        np.split(pixels, bounds),
                     )
                 }
             )
@@ -189,25 +189,22 @@ def _example_transforms(
 def _warp(images: np.ndarray, inverse: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Bilinear affine warp of [n, 28, 28] images about their centre (zero outside)."""
     centre = (_SIZE - 1) / 2
-    rows, cols = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float32)
+    side = _SIZE + 2  # One pixel of zero padding on each side.
+    rows, cols = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float32).reshape(2, 1, -1) - centre
     out = np.empty_like(images)
     for start in range(0, len(images), _CHUNK):
         part = slice(start, start + _CHUNK)
-        x = cols.ravel()[None] - centre - shift[part, 0, None]
-        y = rows.ravel()[None] - centre - shift[part, 1, None]
-        m = inverse[part]
-        src_x = m[:, 0, 0, None] * x + m[:, 0, 1, None] * y + centre + 1  # +1: zero padding.
-        src_y = m[:, 1, 0, None] * x + m[:, 1, 1, None] * y + centre + 1
-        src_x = np.clip(src_x, 0.0, _SIZE + 1.0)
-        src_y = np.clip(src_y, 0.0, _SIZE + 1.0)
-        x0 = np.minimum(src_x.astype(np.int64), _SIZE)
-        y0 = np.minimum(src_y.astype(np.int64), _SIZE)
+        m, x, y = inverse[part], cols - shift[part, 0, None], rows - shift[part, 1, None]
+        src_x = np.clip(m[:, 0, 0, None] * x + m[:, 0, 1, None] * y + (centre + 1), 0, side - 1)
+        src_y = np.clip(m[:, 1, 0, None] * x + m[:, 1, 1, None] * y + (centre + 1), 0, side - 1)
+        x0 = np.minimum(src_x.astype(np.int32), side - 2)
+        y0 = np.minimum(src_y.astype(np.int32), side - 2)
         wx, wy = src_x - x0, src_y - y0
         padded = np.pad(images[part], ((0, 0), (1, 1), (1, 1))).reshape(-1)
-        side = _SIZE + 2
-        base = np.arange(len(m))[:, None] * side * side + y0 * side + x0
-        out[part] = (
-            (1 - wy) * ((1 - wx) * padded[base] + wx * padded[base + 1])
-            + wy * ((1 - wx) * padded[base + side] + wx * padded[base + side + 1])
-        ).reshape(-1, _SIZE, _SIZE)
+        index = (np.arange(len(m), dtype=np.int32) * side * side)[:, None] + y0 * side + x0
+        top, bottom = padded.take(index), padded.take(index + side)
+        top += wx * (padded.take(index + 1) - top)
+        bottom += wx * (padded.take(index + side + 1) - bottom)
+        top += wy * (bottom - top)
+        out[part] = top.reshape(-1, _SIZE, _SIZE)
     return out

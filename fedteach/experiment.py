@@ -1,0 +1,348 @@
+"""The headless experiment engine behind the training dashboard and the ``fedteach`` command.
+
+An :class:`ExperimentConfig` holds the tutorial's knobs (clients per round,
+learning rates, local epochs, ...); an :class:`Experiment` turns it into a
+Keras model, a Federated Averaging process and a federated evaluation, and
+runs rounds, keeping a ``history`` of plain dicts (one per completed round)
+that :func:`fedteach.plots.plot_convergence` draws.
+
+Evaluation: after a round, the new model is evaluated (federated evaluation,
+no training) on the TEST data of a fixed sample of test clients, the first
+``eval_clients`` of ``test.client_ids``. The sample never changes during a
+run, so the evaluation curve measures the model and not which clients
+happened to be picked, and it is comparable across runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+
+from fedteach.data import make_federated_data, preprocess_for_tutorial
+from fedteach.evaluation import build_federated_evaluation
+from fedteach.models import from_compiled_keras_model
+from fedteach.rounds import DivergenceError, ServerState, build_federated_averaging_process, sample_clients
+
+__all__ = ['ExperimentConfig', 'Experiment', 'MODELS', 'build_keras_model']
+
+MODELS = ('linear', 'cnn')
+"""Model names an :class:`ExperimentConfig` accepts."""
+
+_POSITIVE_INTS = ('clients_per_round', 'local_epochs', 'batch_size', 'rounds', 'evaluate_every', 'eval_clients')
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The settings of a federated training experiment (the hyperparameter panel's fields).
+
+    Args:
+        clients_per_round: clients that train in each round.
+        client_learning_rate: SGD learning rate of the clients' local training.
+        server_learning_rate: SGD learning rate applied to the average update
+            on the server (1.0 adopts the clients' average, plain FedAvg).
+        local_epochs: passes each client makes over its data in a round.
+        batch_size: examples per local SGD step.
+        shuffle_buffer: shuffle buffer of the client datasets (0: no shuffle).
+        rounds: rounds one call of :meth:`Experiment.run` trains.
+        seed: fixes the initial weights, the shuffling and the client sampling.
+        random_clients: False takes the first ``clients_per_round`` clients
+            every round, as the tutorial does; True samples clients uniformly
+            per round with ``ft.sample_clients(ids, n, round, seed)``.
+        model: ``'linear'`` (the tutorial's zero-initialised softmax
+            regression) or ``'cnn'`` (conv 32 3x3, max-pool, dense 128, dense 10).
+        evaluate_every: run the federated evaluation every this many rounds
+            (and always after the last round of a :meth:`Experiment.run`).
+        eval_clients: number of test clients (the first ones) evaluated.
+
+    Raises:
+        ValueError: a setting out of range, e.g. a learning rate <= 0.
+
+    Example:
+        >>> config = ExperimentConfig(client_learning_rate=0.05)
+        >>> config.replace(clients_per_round=5).clients_per_round
+        5
+        >>> config.describe()
+        'lr=0.05, 3 clients'
+        >>> ExperimentConfig(batch_size=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be an integer >= 1, got 0.
+    """
+
+    clients_per_round: int = 3
+    client_learning_rate: float = 0.02
+    server_learning_rate: float = 1.0
+    local_epochs: int = 10
+    batch_size: int = 20
+    shuffle_buffer: int = 500
+    rounds: int = 10
+    seed: int = 0
+    random_clients: bool = False
+    model: str = 'linear'
+    evaluate_every: int = 1
+    eval_clients: int = 10
+
+    def __post_init__(self):
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got {value!r}.')
+        for name in ('shuffle_buffer', 'seed'):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ValueError(f'{name} must be an integer >= 0, got {value!r}.')
+        for name in ('client_learning_rate', 'server_learning_rate'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise ValueError(f'{name} must be a finite number > 0 (e.g. 0.02), got {value!r}.')
+        if not isinstance(self.random_clients, (bool, np.bool_)):
+            raise ValueError(f'random_clients must be True or False, got {self.random_clients!r}.')
+        if self.model not in MODELS:
+            raise ValueError(f'model must be one of {MODELS}, got {self.model!r}.')
+
+    def replace(self, **changes) -> 'ExperimentConfig':
+        """A copy with some fields changed (validated again).
+
+        Example:
+            >>> ExperimentConfig().replace(rounds=3).rounds
+            3
+        """
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """A short label of the settings students change most, for run names and legends.
+
+        Lists the client learning rate and clients per round, then whatever
+        else differs from the defaults.
+
+        Example:
+            >>> ExperimentConfig(local_epochs=1, random_clients=True).describe()
+            'lr=0.02, 3 clients, 1 epoch, random clients'
+        """
+        parts = [f'lr={self.client_learning_rate:g}',
+                 f'{self.clients_per_round} client' + ('s' if self.clients_per_round != 1 else '')]
+        default = ExperimentConfig()
+        if self.server_learning_rate != default.server_learning_rate:
+            parts.append(f'server lr={self.server_learning_rate:g}')
+        if self.local_epochs != default.local_epochs:
+            parts.append(f'{self.local_epochs} epoch' + ('s' if self.local_epochs != 1 else ''))
+        if self.batch_size != default.batch_size:
+            parts.append(f'batch {self.batch_size}')
+        if self.random_clients:
+            parts.append('random clients')
+        if self.model != default.model:
+            parts.append(self.model)
+        if self.seed != default.seed:
+            parts.append(f'seed {self.seed}')
+        return ', '.join(parts)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def build_keras_model(model: str = 'linear', learning_rate: float = 0.02) -> keras.Model:
+    """The compiled Keras model of an experiment, taking the tutorial's flat ``x: float32[784]``.
+
+    ``'linear'``: one softmax layer with zero-initialised weights, like the
+    tutorial. ``'cnn'``: reshape to 28x28x1, conv 32 3x3 relu, 2x2 max-pool,
+    flatten, dense 128 relu, dense 10 softmax. Compiled with sparse
+    categorical cross-entropy, SGD and ``SparseCategoricalAccuracy``.
+
+    Example:
+        >>> build_keras_model('linear').output_shape
+        (None, 10)
+        >>> build_keras_model('cnn').count_params()
+        693962
+    """
+    if model == 'linear':
+        layers = [keras.layers.Dense(10, activation='softmax', kernel_initializer='zeros')]
+    elif model == 'cnn':
+        layers = [keras.layers.Reshape((28, 28, 1)),
+                  keras.layers.Conv2D(32, 3, activation='relu'),
+                  keras.layers.MaxPooling2D(2),
+                  keras.layers.Flatten(),
+                  keras.layers.Dense(128, activation='relu'),
+                  keras.layers.Dense(10, activation='softmax')]
+    else:
+        raise ValueError(f'model must be one of {MODELS}, got {model!r}.')
+    net = keras.Sequential([keras.Input((784,))] + layers)
+    net.compile(loss=keras.losses.SparseCategoricalCrossentropy(),
+                optimizer=keras.optimizers.SGD(learning_rate),
+                metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    return net
+
+
+class Experiment:
+    """Federated Averaging on a federated dataset, round by round, with a history.
+
+    Each history entry is a plain dict: ``{'run', 'round', 'train_loss',
+    'train_accuracy', 'eval_loss', 'eval_accuracy', 'num_examples',
+    'seconds', 'clients'}``. The train metrics are the clients' averages
+    during local training (the tutorial's metrics, which lag behind and
+    flatter the model); the eval metrics come from the federated evaluation
+    of the model after the round on the test data of the first
+    ``config.eval_clients`` test clients (None in rounds without evaluation,
+    see ``config.evaluate_every``).
+
+    Args:
+        train: the training ``ClientData`` (tutorial element structure).
+        test: the test ``ClientData``.
+        config: an :class:`ExperimentConfig` (default settings if None).
+        name: the run's name in the history and plot legends
+            (default ``'run (<config.describe()>)'``).
+        initial_state: continue from this ``ServerState`` (of an experiment
+            with the same model) instead of fresh weights; rounds keep counting.
+
+    Example:
+        >>> import fedteach as ft
+        >>> train, test = ft.load_offline_digits(num_clients=5)
+        >>> experiment = Experiment(train, test, ExperimentConfig(local_epochs=1, rounds=2))
+        >>> history = experiment.run()
+        >>> [entry['round'] for entry in history], experiment.round_num
+        ([1, 2], 2)
+        >>> sorted(history[-1])  # doctest: +NORMALIZE_WHITESPACE
+        ['clients', 'eval_accuracy', 'eval_loss', 'num_examples', 'round', 'run', 'seconds',
+         'train_accuracy', 'train_loss']
+    """
+
+    def __init__(self, train, test, config: ExperimentConfig | None = None, name: str | None = None,
+                 *, initial_state: ServerState | None = None):
+        config = ExperimentConfig() if config is None else config
+        if not isinstance(config, ExperimentConfig):
+            raise TypeError(f'config must be an ExperimentConfig, got {type(config).__name__}.')
+        if config.clients_per_round > len(train.client_ids):
+            raise ValueError(f'clients_per_round={config.clients_per_round} but the training data has only '
+                             f'{len(train.client_ids)} clients; choose at most {len(train.client_ids)}.')
+        self.train, self.test, self.config = train, test, config
+        self.name = name if name is not None else f'run ({config.describe()})'
+        self.preprocess = preprocess_for_tutorial(num_epochs=config.local_epochs, batch_size=config.batch_size,
+                                                  shuffle_buffer=config.shuffle_buffer, seed=config.seed)
+        eval_preprocess = preprocess_for_tutorial(num_epochs=1, batch_size=max(config.batch_size, 100),
+                                                  shuffle_buffer=0)
+        sample_batch = next(iter(self.preprocess(train.create_tf_dataset_for_client(train.client_ids[0]))))
+
+        def model_fn():
+            return from_compiled_keras_model(build_keras_model(config.model, config.client_learning_rate),
+                                             sample_batch)
+
+        self.process = build_federated_averaging_process(
+            model_fn,
+            client_optimizer_fn=lambda: keras.optimizers.SGD(config.client_learning_rate),
+            server_optimizer_fn=lambda: keras.optimizers.SGD(config.server_learning_rate),
+            seed=config.seed,
+            # The fast engine cannot compile the CNN's convolution (XLA needs a fixed tensor list size).
+            engine='general' if config.model == 'cnn' else 'auto')
+        self.evaluation = build_federated_evaluation(model_fn)
+        self.eval_client_ids = list(test.client_ids[:config.eval_clients])
+        self.eval_data = make_federated_data(test, self.eval_client_ids, eval_preprocess)
+        if initial_state is not None:
+            _check_compatible(initial_state, self.process.initialize())
+        self.initial_state = initial_state
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the initial weights (or ``initial_state``) with an empty history."""
+        self.state = self.initial_state if self.initial_state is not None else self.process.initialize()
+        self.history: list[dict] = []
+
+    @property
+    def round_num(self) -> int:
+        """Number of rounds the current state has been through (counts those of ``initial_state``)."""
+        return self.state.round_num
+
+    def clients_for_round(self, round_num: int) -> list:
+        """The training clients of round ``round_num`` (1-based): fixed first ones or a seeded sample.
+
+        Example:
+            >>> import fedteach as ft
+            >>> train, test = ft.load_offline_digits(num_clients=5)
+            >>> Experiment(train, test, ExperimentConfig(clients_per_round=2)).clients_for_round(7)
+            ['writer_000', 'writer_001']
+        """
+        ids, n = self.train.client_ids, self.config.clients_per_round
+        if self.config.random_clients:
+            return sample_clients(ids, n, round_num=round_num, seed=self.config.seed)
+        return list(ids[:n])
+
+    def run_round(self, evaluate: bool | None = None) -> dict:
+        """Trains one round and returns its history entry (appended once the round is complete).
+
+        Args:
+            evaluate: run the federated evaluation after the round; None
+                follows ``config.evaluate_every``.
+
+        Raises:
+            DivergenceError: the round produced NaN/Inf; ``state`` and
+                ``history`` stay at the last good round.
+        """
+        start = time.perf_counter()
+        round_num = self.round_num + 1
+        clients = self.clients_for_round(round_num)
+        data = make_federated_data(self.train, clients, self.preprocess)
+        state, metrics = self.process.next(self.state, data)  # DivergenceError leaves self.state as it was
+        if evaluate is None:
+            evaluate = round_num % self.config.evaluate_every == 0
+        evaluation = self.evaluation(state.model, self.eval_data) if evaluate else None
+        if evaluation is not None and not math.isfinite(float(evaluation['loss'])):
+            raise DivergenceError(
+                f'round {round_num} diverged: the evaluation loss is {float(evaluation["loss"])}. Try a smaller '
+                f'client or server learning rate; the state after round {round_num - 1} is kept.')
+        entry = {
+            'run': self.name,
+            'round': round_num,
+            'train_loss': float(metrics['loss']),
+            'train_accuracy': _accuracy(metrics),
+            'eval_loss': float(evaluation['loss']) if evaluation is not None else None,
+            'eval_accuracy': _accuracy(evaluation) if evaluation is not None else None,
+            'num_examples': int(metrics['num_examples']),
+            'seconds': time.perf_counter() - start,
+            'clients': list(clients),
+        }
+        self.state = state
+        self.history.append(entry)
+        return entry
+
+    def run(self, rounds: int | None = None, callback: Callable[[dict], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[dict]:
+        """Trains ``rounds`` more rounds (default ``config.rounds``) and returns the whole history.
+
+        Args:
+            rounds: how many rounds to add.
+            callback: called with each round's history entry.
+            should_stop: checked before every round; True stops early (the
+                rounds already done are kept).
+
+        Raises:
+            DivergenceError: as :meth:`run_round`; earlier rounds are kept.
+        """
+        rounds = self.config.rounds if rounds is None else rounds
+        if not _is_int(rounds) or rounds < 0:
+            raise ValueError(f'rounds must be an integer >= 0, got {rounds!r}.')
+        for i in range(rounds):
+            if should_stop is not None and should_stop():
+                break
+            entry = self.run_round(evaluate=True if i == rounds - 1 else None)
+            if callback is not None:
+                callback(entry)
+        return self.history
+
+
+def _accuracy(metrics) -> float | None:
+    key = next((k for k in metrics if 'accuracy' in k), None)
+    return None if key is None else float(metrics[key])
+
+
+def _check_compatible(state, template: ServerState) -> None:
+    if not isinstance(state, ServerState):
+        raise TypeError(f'initial_state must be a ServerState, got {type(state).__name__}.')
+    shapes = {k: np.shape(v) for k, v in state.model.trainable.items()}
+    expected = {k: np.shape(v) for k, v in template.model.trainable.items()}
+    if shapes != expected or len(state.optimizer_state) != len(template.optimizer_state):
+        raise ValueError('cannot continue from this state: it belongs to a different model or server optimizer '
+                         f'(weights {shapes}, expected {expected}). Start a new run instead.')
