@@ -9,6 +9,8 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fedteach import data, federated, models, rounds  # noqa: E402
+from fedteach import exercises  # noqa: E402
+from fedteach.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from fedteach.data import *  # noqa: E402,F401,F403
 from fedteach.evaluation import assign_weights_to_keras_model, build_federated_evaluation  # noqa: E402
 from fedteach.federated import *  # noqa: E402,F401,F403
@@ -17,4 +19,5 @@ from fedteach.rounds import *  # noqa: E402,F401,F403
 
 __version__ = "0.1.0"
 __all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
-           + ["assign_weights_to_keras_model", "build_federated_evaluation"])
+           + ["assign_weights_to_keras_model", "build_federated_evaluation",
+              "CheckpointError", "load_checkpoint", "save_checkpoint", "exercises"])

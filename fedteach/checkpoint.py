@@ -151,7 +151,7 @@ def load_checkpoint(path, process=None):
         >>> load_checkpoint(path)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        fedteach.checkpoint.CheckpointError: ...notes.txt is not a fedteach checkpoint (not an .npz archive...
+        fedteach.checkpoint.CheckpointError: '...notes.txt' is not a fedteach checkpoint: it is not an .npz archive ...
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -202,6 +202,12 @@ def load_checkpoint(path, process=None):
 
 
 def _open_npz(path: str):
+    with open(path, "rb") as file:
+        magic = file.read(4)
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(f"{path!r} is not a fedteach checkpoint: it is not an .npz archive (a checkpoint "
+                              f"is a zip file; this one starts with {magic!r}). Load a file written by "
+                              "ft.save_checkpoint.")
     loaded = np.load(path, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise CheckpointError(f"{path!r} is not a fedteach checkpoint: it is a single .npy array, not an .npz "

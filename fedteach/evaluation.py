@@ -1,11 +1,13 @@
 """Federated and centralized evaluation of a model's weights."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from fedteach.rounds.general import ClientRunner
-from fedteach.rounds.process import (Computation, check_model_fn, clients_data_type, function_type,
-                                     metrics_type, server_type)
+from fedteach.rounds.process import (Computation, check_client_datasets, check_model_fn, client_name,
+                                     clients_data_type, function_type, metrics_type, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
 
 
@@ -36,13 +38,26 @@ def build_federated_evaluation(model_fn) -> Computation:
         weights = model_weights.model if isinstance(model_weights, ServerState) else model_weights
         if not isinstance(weights, ModelWeights):
             raise TypeError(f"evaluation expects state.model (ModelWeights), got {type(model_weights).__name__}")
+        if list(weights.trainable) != list(template.trainable) or any(
+                np.shape(a) != np.shape(b) for a, b in zip(weights.trainable.values(), template.trainable.values())):
+            raise ValueError("these weights belong to a different model: they are "
+                             f"{ {k: np.shape(v) for k, v in weights.trainable.items()} } but the evaluation's model "
+                             f"has { {k: np.shape(v) for k, v in template.trainable.items()} }. Build the evaluation "
+                             "with the same model_fn as the training process.")
         federated_data = list(federated_data)
         if not federated_data:
-            raise ValueError("evaluation needs at least one client: federated_data is empty.")
+            raise ValueError("evaluation needs at least one client: federated_data is empty. Pass a list with "
+                             "one dataset per client, e.g. ft.make_federated_data(test_data, ids, preprocess).")
+        check_client_datasets(model, federated_data)
         results = [runner.evaluate(weights, ds) for ds in federated_data]
         outputs = [out for n, out in results if n > 0]
         if not outputs:
-            raise ValueError("every client's dataset is empty: nothing to evaluate.")
+            raise ValueError("every client's dataset is empty: nothing to evaluate. Check the client ids and "
+                             "the preprocess function (e.g. batch with drop_remainder).")
+        empty = [client_name(ds, i) for i, (ds, (n, _)) in enumerate(zip(federated_data, results)) if n == 0]
+        if empty:
+            warnings.warn(f"evaluation: skipped {len(empty)} client(s) with no examples: {', '.join(empty)}.",
+                          stacklevel=2)
         return RoundMetrics(model.federated_output_computation(outputs))
 
     signature = function_type([server_type(template), clients_data_type(model)], result_type)

@@ -45,17 +45,22 @@ def preprocess_for_tutorial(
         >>> batch['x'].shape, batch['y'].numpy().ravel().tolist()
         (TensorShape([4, 784]), [0, 1, 2, 0])
     """
-    if num_epochs < 1 or batch_size < 1 or (shuffle_buffer or 0) < 0:
-        raise ValueError(
-            'preprocess_for_tutorial needs num_epochs >= 1, batch_size >= 1 and '
-            f'shuffle_buffer >= 0 (or None); got {num_epochs}, {batch_size}, {shuffle_buffer}.'
-        )
+    for name, value, least in (('num_epochs', num_epochs, 1), ('batch_size', batch_size, 1),
+                               ('shuffle_buffer', shuffle_buffer or 0, 0)):
+        if value < least:
+            raise ValueError(
+                f'preprocess_for_tutorial needs {name} >= {least}, got {value}. '
+                'The tutorial uses num_epochs=10, batch_size=20, shuffle_buffer=500 '
+                '(shuffle_buffer=0 or None turns shuffling off).'
+            )
 
     def element_fn(element):
         return {
             'x': tf.reshape(element['pixels'], [-1]),
             'y': tf.reshape(element['label'], [1]),
         }
+
+    element_fn.label_field = 'label'  # lets fedteach check the labels against the model's classes
 
     def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
         dataset = dataset.repeat(num_epochs).map(element_fn)
