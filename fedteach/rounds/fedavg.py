@@ -16,9 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fedteach import aggregators as _aggregators
 from fedteach.rounds import fast, general
-from fedteach.rounds.process import (Computation, IterativeProcess, check_model_fn, clients_data_type,
-                                     function_type, is_finite, metrics_type, server_type)
+from fedteach.rounds.process import (Computation, IterativeProcess, check_client_datasets, check_model_fn,
+                                     check_positive, client_name, clients_data_type, function_type, is_finite,
+                                     metrics_type, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
 from fedteach.federated import StructType
 
@@ -67,7 +69,8 @@ def _copy_optimizer(optimizer):
 
 
 def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server_optimizer_fn=None, *,
-                                      seed: int = 0, engine: str = "auto", verbose: bool = False):
+                                      seed: int = 0, engine: str = "auto", verbose: bool = False,
+                                      proximal_mu: float = 0.0, aggregator=None):
     """Builds Federated Averaging as an :class:`IterativeProcess`.
 
     Args:
@@ -80,6 +83,13 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
         engine: ``'auto'`` (fast where possible), ``'fast'`` (error if not
             possible) or ``'general'``.
         verbose: print which engine each round took.
+        proximal_mu: FedProx's ``mu`` (Li et al., 2020): each local gradient
+            gets ``mu * (w - w_global)``, pulling clients towards the server
+            model; 0 is FedAvg.
+        aggregator: how the clients' updates are combined, an
+            ``ft.aggregators`` Aggregator (clipping, DP, compression...);
+            default: the example-weighted mean. Its measurements are added
+            to the round's metrics.
 
     The process's ``path`` attribute says which engine the last round used
     and ``path_reason`` why.
@@ -114,28 +124,41 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
                          "`lambda: keras.optimizers.SGD(learning_rate=0.02)`), or use a compiled Keras model.")
     if not isinstance(client_optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"client_optimizer_fn must return a Keras optimizer, got {type(client_optimizer).__name__}")
-    server = ServerOptimizer(server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(1.0),
-                             general.ClientRunner(model).weights())
-    return FederatedAveraging(model, client_optimizer, server, seed=seed, engine=engine, verbose=verbose).process
+    check_positive("client learning rate", client_optimizer.learning_rate,
+                   "e.g. client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02)")
+    server_optimizer = server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(1.0)
+    if not isinstance(server_optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(server_optimizer).__name__}")
+    check_positive("server learning rate", server_optimizer.learning_rate,
+                   "e.g. server_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=1.0)")
+    server = ServerOptimizer(server_optimizer, general.ClientRunner(model).weights())
+    return FederatedAveraging(model, client_optimizer, server, seed=seed, engine=engine, verbose=verbose,
+                              proximal_mu=proximal_mu, aggregator=aggregator).process
 
 
 class FederatedAveraging:
     """The engine behind :func:`build_federated_averaging_process`."""
 
-    def __init__(self, model, client_optimizer, server: ServerOptimizer, *, seed, engine, verbose):
+    def __init__(self, model, client_optimizer, server: ServerOptimizer, *, seed, engine, verbose,
+                 proximal_mu: float = 0.0, aggregator=None):
         self.model, self.server, self.seed, self.engine, self.verbose = model, server, seed, engine, verbose
-        self.runner = general.ClientRunner(model, client_optimizer)
+        if not proximal_mu >= 0:
+            raise ValueError(f"proximal_mu must be >= 0 (0 is FedAvg; FedProx uses e.g. 0.01), got {proximal_mu!r}.")
+        self.proximal_mu = float(proximal_mu)
+        self.aggregator = _aggregators.resolve(aggregator)
+        self._clients = None  # the last round's (stacked client weights, counts), when the aggregator needs them
+        self.runner = general.ClientRunner(model, client_optimizer, proximal_mu=self.proximal_mu)
         self.initial_weights = self.runner.weights()
         self.model_reason = fast.unsupported_model(model, client_optimizer)
         if self.model_reason is None:
             self.layouter = fast.Layouter(model.input_spec)
-            self.trainer = fast.FastTrainer(model, client_optimizer.learning_rate.numpy())
+            self.trainer = fast.FastTrainer(model, client_optimizer.learning_rate.numpy(), self.proximal_mu)
         elif engine == "fast":
             raise ValueError(f"engine='fast' is not possible: {self.model_reason}")
         self.path, self.path_reason = None, None
         state_type = server_type(self.initialize())
         outputs = self.runner.model.report_local_outputs()
-        self.metrics_type = metrics_type(model, outputs)
+        self.metrics_type = _aggregators.metrics_type_with(metrics_type(model, outputs), self.aggregator)
         self.process = FederatedAveragingProcess(
             Computation(self.initialize, function_type([], state_type), "initialize"),
             Computation(self.next, function_type([state_type, clients_data_type(model)],
@@ -158,13 +181,20 @@ class FederatedAveraging:
         return "general", reason
 
     def next(self, state: ServerState, federated_data):
-        _check_state(state, self.initial_weights)
+        _check_state(state, self.initial_weights, self.server.initial_state())
         federated_data = list(federated_data)
         if not federated_data:
             raise ValueError("a round needs at least one client: federated_data is empty. "
                              "Pass a list with one dataset per client, e.g. ft.make_federated_data(...).")
         round_num = state.round_num + 1
         self.path, self.path_reason = self.choose_path(federated_data)
+        if self.path == "general":
+            # A client dataset from ClientData builds its tf.data pipeline (and draws the seeds of an
+            # unseeded shuffle) when first inspected, here: seeding by (seed, round) makes the round
+            # reproducible, e.g. when it is run again after restoring a checkpoint.
+            tf.random.set_seed(int(np.random.default_rng([self.seed, round_num]).integers(1 << 31)))
+        # The fast engine's Layouter checks fields and shapes on the mapped examples itself.
+        check_client_datasets(self.model, federated_data, check_specs=self.path == "general")
         if self.verbose:
             print(f"round {round_num}: {self.path} path ({self.path_reason})")
         if self.path == "fast":
@@ -172,9 +202,14 @@ class FederatedAveraging:
         else:
             average, outputs = self._general_round(state, federated_data, round_num)
         update = [a - w for a, w in zip(average.trainable.values(), state.model.trainable.values())]
+        measurements = {}
+        if self.aggregator.needs_clients:  # the aggregator replaces the weighted mean of the clients' updates
+            update, measurements = _aggregators.client_updates(
+                *self._clients[:1], list(state.model.trainable.values()), self._clients[1], round_num, self.seed,
+                self.aggregator)
         weights, optimizer_state = self.server.apply(state.model, state.optimizer_state, update)
         weights = ModelWeights(weights.trainable, average.non_trainable)
-        metrics = RoundMetrics(self.model.federated_output_computation(outputs))
+        metrics = RoundMetrics({**self.model.federated_output_computation(outputs), **measurements})
         if not is_finite(list(weights.trainable.values()) + [metrics.get("loss", 0.0)]):
             raise DivergenceError(
                 f"round {round_num} diverged: the model weights or the loss became NaN/Inf. "
@@ -186,8 +221,10 @@ class FederatedAveraging:
         rngs = [np.random.default_rng([self.seed, round_num, c]) for c in range(len(federated_data))]
         layout = self.layouter.layout(federated_data, rngs)
         _skip_empty(layout.num_examples, federated_data, round_num)
-        tv, ntv, outputs = self.trainer.train(
-            list(state.model.trainable.values()), list(state.model.non_trainable.values()), layout)
+        tv, ntv, outputs, *clients = self.trainer.train(
+            list(state.model.trainable.values()), list(state.model.non_trainable.values()), layout,
+            return_clients=self.aggregator.needs_clients)
+        self._clients = (clients[0], layout.num_examples) if clients else None
         names = state.model
         average = ModelWeights(collections.OrderedDict(zip(names.trainable, tv)),
                                collections.OrderedDict(zip(names.non_trainable, ntv)))
@@ -199,6 +236,7 @@ class FederatedAveraging:
         _skip_empty(counts, federated_data, round_num)
         share = counts / counts.sum()
         trained = [w for w, _, _ in results]
+        self._clients = ([np.stack([w.trainable[k] for w in trained]) for k in state.model.trainable], counts)
         average = ModelWeights(
             collections.OrderedDict((k, sum(s * w.trainable[k] for s, w in zip(share, trained)).astype(v.dtype))
                                     for k, v in state.model.trainable.items()),
@@ -231,17 +269,16 @@ class FederatedAveragingProcess(IterativeProcess):
 
 
 def _skip_empty(counts, federated_data, round_num):
-    empty = [getattr(d, "client_id", None) or f"#{i}" for i, (d, n) in enumerate(zip(federated_data, counts))
-             if n == 0]
+    empty = [client_name(d, i) for i, (d, n) in enumerate(zip(federated_data, counts)) if n == 0]
     if len(empty) == len(counts):
         raise ValueError(f"round {round_num}: every client's dataset is empty, nothing to train on. "
                          "Check the client ids and the preprocess function (e.g. batch with drop_remainder).")
     if empty:
-        warnings.warn(f"round {round_num}: skipped {len(empty)} client(s) with no examples: {empty}",
-                      stacklevel=3)
+        warnings.warn(f"round {round_num}: skipped {len(empty)} client(s) with no examples: {', '.join(empty)}. "
+                      "The round goes on with the other clients.", stacklevel=3)
 
 
-def _check_state(state, template: ModelWeights):
+def _check_state(state, template: ModelWeights, optimizer_template: tuple = None):
     if not isinstance(state, ServerState):
         raise TypeError(f"next() expects the ServerState returned by initialize() or next(), got "
                         f"{type(state).__name__}. Usage: state, metrics = process.next(state, federated_data)")
@@ -250,3 +287,9 @@ def _check_state(state, template: ModelWeights):
         raise ValueError("this state belongs to a different model: its weights are "
                          f"{ {k: np.shape(v) for k, v in state.model.trainable.items()} } but the process's model has "
                          f"{ {k: np.shape(v) for k, v in template.trainable.items()} }.")
+    if optimizer_template is not None and [np.shape(s) for s in state.optimizer_state] != [
+            np.shape(s) for s in optimizer_template]:
+        raise ValueError("this state belongs to a different server optimizer: its optimizer_state holds "
+                         f"{len(state.optimizer_state)} arrays of shapes {[np.shape(s) for s in state.optimizer_state]} "
+                         f"but the process's server optimizer keeps {[np.shape(s) for s in optimizer_template]}. "
+                         "Continue with a process built with the same server_optimizer_fn.")
