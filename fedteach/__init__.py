@@ -6,13 +6,19 @@ tutorial's vocabulary: ``ft.ClientData``, ``ft.federated_computation``,
 """
 import os as _os
 
+# Quiet TensorFlow's start-up chatter in notebooks (when fedteach is imported first). oneDNN's
+# custom kernels are left off: they reorder float sums, and a course wants repeatable numbers.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from fedteach import data, federated, models, rounds  # noqa: E402
-from fedteach import exercises  # noqa: E402
+from fedteach import exercises, widgets  # noqa: E402
 from fedteach.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from fedteach.data import *  # noqa: E402,F401,F403
 from fedteach.evaluation import assign_weights_to_keras_model, build_federated_evaluation  # noqa: E402
+from fedteach.experiment import Experiment, ExperimentConfig  # noqa: E402
+from fedteach.plots import (plot_convergence, plot_label_distribution, plot_label_heatmap,  # noqa: E402
+                            plot_label_histogram, plot_partition_comparison, plot_samples)
 from fedteach.federated import *  # noqa: E402,F401,F403
 from fedteach.models import *  # noqa: E402,F401,F403
 from fedteach.rounds import *  # noqa: E402,F401,F403
@@ -20,4 +26,6 @@ from fedteach.rounds import *  # noqa: E402,F401,F403
 __version__ = "0.1.0"
 __all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
            + ["assign_weights_to_keras_model", "build_federated_evaluation",
-              "CheckpointError", "load_checkpoint", "save_checkpoint", "exercises"])
+              "CheckpointError", "load_checkpoint", "save_checkpoint", "exercises", "widgets",
+              "Experiment", "ExperimentConfig", "plot_convergence", "plot_label_distribution",
+              "plot_label_heatmap", "plot_label_histogram", "plot_partition_comparison", "plot_samples"])

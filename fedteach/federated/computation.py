@@ -96,7 +96,8 @@ class FederatedComputation:
                     f"Hint: place it, e.g. FederatedType({type_spec!r}, SERVER)."
                 )
         if self._parameter_types is not None:
-            if types == self._parameter_types:
+            if all(bound.is_assignable_from(t) for bound, t in zip(self._parameter_types, types)) and len(
+                    types) == len(self._parameter_types):
                 return self
             raise TypeError(
                 f"{self.__name__} is already bound to {self._type_signature}; cannot bind it to the "

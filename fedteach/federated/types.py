@@ -147,18 +147,24 @@ class StructType(Type):
         return self.elements
 
     def is_assignable_from(self, other):
-        """Same names in the same order, each element assignable.
+        """Same names, each element assignable; fully named structs match by name in any order.
 
         Example:
             >>> StructType([('x', TensorType(float, [None]))]).is_assignable_from(
             ...     StructType([('x', TensorType(float, [5]))]))
             True
+            >>> StructType([('a', TensorType(float)), ('b', TensorType(int))]).is_assignable_from(
+            ...     StructType([('b', TensorType(int)), ('a', TensorType(float))]))
+            True
         """
-        return (
-            isinstance(other, StructType)
-            and self.names == other.names
-            and all(a.is_assignable_from(b) for (_, a), (_, b) in zip(self, other))
-        )
+        if not isinstance(other, StructType) or len(self.elements) != len(other.elements):
+            return False
+        if self.names == other.names:
+            return all(a.is_assignable_from(b) for (_, a), (_, b) in zip(self, other))
+        if None in self.names or set(self.names) != set(other.names):
+            return False
+        theirs = dict(other.elements)
+        return all(t.is_assignable_from(theirs[n]) for n, t in self.elements)
 
     def __str__(self):
         return "<" + ",".join(str(t) if n is None else f"{n}={t}" for n, t in self.elements) + ">"

@@ -1,0 +1,118 @@
+"""The headless experiment engine: config validation, history, determinism, divergence."""
+import numpy as np
+import pytest
+
+import fedteach as ft
+from fedteach.experiment import Experiment, ExperimentConfig
+
+FAST = ExperimentConfig(local_epochs=1, rounds=2, clients_per_round=2, eval_clients=4)
+
+
+@pytest.fixture(scope='module')
+def data():
+    return ft.load_offline_digits(num_clients=8)
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'client_learning_rate': 0.0}, 'client_learning_rate must be a finite number > 0'),
+    ({'client_learning_rate': -0.1}, 'client_learning_rate'),
+    ({'server_learning_rate': float('nan')}, 'server_learning_rate'),
+    ({'server_learning_rate': float('inf')}, 'server_learning_rate'),
+    ({'batch_size': 0}, 'batch_size must be an integer >= 1'),
+    ({'clients_per_round': 0}, 'clients_per_round'),
+    ({'local_epochs': 0}, 'local_epochs'),
+    ({'rounds': 0}, 'rounds'),
+    ({'rounds': 2.5}, 'rounds'),
+    ({'evaluate_every': 0}, 'evaluate_every'),
+    ({'eval_clients': 0}, 'eval_clients'),
+    ({'shuffle_buffer': -1}, 'shuffle_buffer must be an integer >= 0'),
+    ({'seed': -1}, 'seed'),
+    ({'batch_size': True}, 'batch_size'),
+    ({'random_clients': 'yes'}, 'random_clients'),
+    ({'model': 'resnet'}, "model must be one of"),
+])
+def test_config_validation(changes, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig(**changes)
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig().replace(**changes)
+
+
+def test_config_defaults_are_the_tutorials():
+    config = ExperimentConfig()
+    assert (config.clients_per_round, config.client_learning_rate, config.server_learning_rate,
+            config.local_epochs, config.batch_size, config.shuffle_buffer, config.random_clients,
+            config.model) == (3, 0.02, 1.0, 10, 20, 500, False, 'linear')
+
+
+def test_too_many_clients_per_round(data):
+    with pytest.raises(ValueError, match='only 8 clients'):
+        Experiment(*data, FAST.replace(clients_per_round=9))
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in entry.items() if k != 'seconds'} for entry in history]
+
+
+def test_history_and_determinism(data):
+    first = Experiment(*data, FAST, name='a')
+    seen = []
+    history = first.run(callback=seen.append)
+    assert [e['round'] for e in history] == [1, 2] and seen == history and first.round_num == 2
+    entry = history[-1]
+    assert entry['run'] == 'a' and entry['clients'] == ['writer_000', 'writer_001']
+    assert entry['num_examples'] == sum(data[0].num_examples(c) for c in entry['clients'])
+    for key in ('train_loss', 'train_accuracy', 'eval_loss', 'eval_accuracy'):
+        assert np.isfinite(entry[key]), key
+    assert 0 <= entry['eval_accuracy'] <= 1 and entry['seconds'] > 0
+    assert first.eval_client_ids == data[1].client_ids[:4]
+
+    second = Experiment(*data, FAST, name='a')
+    assert _without_seconds(second.run()) == _without_seconds(history)
+
+    first.reset()
+    assert first.history == [] and first.round_num == 0
+    assert _without_seconds(first.run()) == _without_seconds(history)
+
+
+def test_random_clients_are_seeded_per_round(data):
+    config = FAST.replace(random_clients=True, rounds=3, evaluate_every=2, seed=3)
+    history = Experiment(*data, config).run()
+    assert [e['clients'] for e in history] == [ft.sample_clients(data[0].client_ids, 2, r, seed=3)
+                                               for r in (1, 2, 3)]
+    # evaluation every 2nd round, and always after the last round of run()
+    assert [e['eval_loss'] is not None for e in history] == [False, True, True]
+
+
+def test_stop_then_continue_from_state_with_new_settings(data):
+    first = Experiment(*data, FAST.replace(rounds=5))
+    history = first.run(should_stop=lambda: len(first.history) >= 2)
+    assert [e['round'] for e in history] == [1, 2]
+    second = Experiment(*data, FAST.replace(client_learning_rate=0.05), initial_state=first.state)
+    assert second.round_num == 2 and second.history == []
+    assert second.run(rounds=1)[0]['round'] == 3
+    second.reset()
+    assert second.round_num == 2  # reset goes back to the initial_state
+    with pytest.raises(ValueError, match='different model'):
+        Experiment(*data, FAST.replace(model='cnn'), initial_state=first.state)
+
+
+def test_divergence_keeps_last_good_round(data):
+    good = Experiment(*data, FAST)
+    good.run()
+    huge = FAST.replace(client_learning_rate=1e20, server_learning_rate=1e20)
+    bad = Experiment(*data, huge, initial_state=good.state)
+    with pytest.raises(ft.DivergenceError, match='round 3 diverged'):
+        bad.run()
+    assert bad.history == [] and bad.state is good.state and bad.round_num == 2
+    with pytest.raises(ft.DivergenceError):
+        bad.run_round()  # still diverges from the same good state, and still keeps it
+    assert bad.state is good.state
+    good.run(rounds=1)  # the good run is unaffected
+    assert [e['round'] for e in good.history] == [1, 2, 3]
+
+
+def test_cnn_model_trains(data):
+    config = FAST.replace(model='cnn', rounds=1, clients_per_round=1, eval_clients=1)
+    entry = Experiment(*data, config).run()[0]
+    assert np.isfinite(entry['train_loss']) and entry['eval_accuracy'] is not None
