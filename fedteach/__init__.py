@@ -4,6 +4,7 @@
 tutorial's vocabulary: ``ft.ClientData``, ``ft.federated_computation``,
 ``ft.build_federated_averaging_process``, ``ft.build_federated_evaluation``...
 """
+import logging as _logging
 import os as _os
 
 # Quiet TensorFlow's start-up chatter in notebooks (when fedteach is imported first). oneDNN's
@@ -22,6 +23,16 @@ from fedteach.plots import (plot_convergence, plot_label_distribution, plot_labe
 from fedteach.federated import *  # noqa: E402,F401,F403
 from fedteach.models import *  # noqa: E402,F401,F403
 from fedteach.rounds import *  # noqa: E402,F401,F403
+
+
+class _HideRetracingWarnings(_logging.Filter):
+    """Every new process compiles its own round function; TensorFlow calls that "excessive retracing"."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_logging.getLogger("tensorflow").addFilter(_HideRetracingWarnings())
 
 __version__ = "0.1.0"
 __all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
