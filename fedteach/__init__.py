@@ -13,9 +13,10 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from fedteach import data, federated, models, rounds  # noqa: E402
-from fedteach import exercises, widgets  # noqa: E402
+from fedteach import aggregators, exercises, optimizers, personalization, widgets  # noqa: E402
 from fedteach.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from fedteach.data import *  # noqa: E402,F401,F403
+from fedteach.personalization import evaluate_personalization  # noqa: E402
 from fedteach.evaluation import assign_weights_to_keras_model, build_federated_evaluation  # noqa: E402
 from fedteach.experiment import Experiment, ExperimentConfig  # noqa: E402
 from fedteach.plots import (plot_convergence, plot_label_distribution, plot_label_heatmap,  # noqa: E402
@@ -38,5 +39,6 @@ __version__ = "0.1.0"
 __all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
            + ["assign_weights_to_keras_model", "build_federated_evaluation",
               "CheckpointError", "load_checkpoint", "save_checkpoint", "exercises", "widgets",
+              "aggregators", "optimizers", "personalization", "evaluate_personalization",
               "Experiment", "ExperimentConfig", "plot_convergence", "plot_label_distribution",
               "plot_label_heatmap", "plot_label_histogram", "plot_partition_comparison", "plot_samples"])

@@ -47,7 +47,8 @@ class ServerOptimizer:
         optimizer.build(self.variables)
         self.state_variables = [v for v in optimizer.variables if not v.path.endswith("learning_rate")]
         self._initial = tuple(v.numpy() for v in self.state_variables)
-        self._apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, self.variables)))
+        self._apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, self.variables)),
+                                 autograph=False)  # Keras optimizers need none; saves ~0.2 s of round 1
 
     def initial_state(self) -> tuple:
         return tuple(np.copy(s) for s in self._initial)
