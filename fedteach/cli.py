@@ -80,33 +80,51 @@ def lab() -> int:
     return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(notebooks)])
 
 
+def config_from_args(args):
+    """The :class:`~fedteach.experiment.ExperimentConfig` that the command line describes.
+
+    Example:
+        >>> config_from_args(parse_args(['--server-optimizer', 'adam', '--dp-noise', '0.5']))
+        ... # doctest: +ELLIPSIS
+        ExperimentConfig(clients_per_round=3, ..., server_learning_rate=0.01, ..., dp_noise_multiplier=0.5, ...)
+    """
+    from fedteach.experiment import ExperimentConfig
+    from fedteach.optimizers import default_server_learning_rate
+
+    server_lr = args.server_lr
+    if server_lr is None:
+        plain_sgd = args.algorithm == "fedsgd" and args.server_optimizer == "sgd"
+        server_lr = 0.1 if plain_sgd else default_server_learning_rate(args.server_optimizer)
+    return ExperimentConfig(
+        clients_per_round=args.clients_per_round, client_learning_rate=args.client_lr,
+        server_learning_rate=server_lr, local_epochs=args.epochs, batch_size=args.batch_size,
+        rounds=args.rounds, seed=args.seed, random_clients=args.random_clients, model=args.model,
+        algorithm=args.algorithm, proximal_mu=args.mu if args.algorithm == "fedprox" else 0.0,
+        server_optimizer=args.server_optimizer, dp_noise_multiplier=args.dp_noise, dp_clip_norm=args.dp_clip,
+        dp_delta=args.dp_delta, quantize_bits=args.bits)
+
+
 def train(args) -> int:
     """Runs the experiment described by ``args`` and prints every round."""
     if args.data != "auto":
         os.environ["FEDTEACH_DATA"] = args.data
     import fedteach as ft
-    from fedteach.experiment import Experiment, ExperimentConfig
+    from fedteach.experiment import Experiment
 
     try:
-        config = ExperimentConfig(
-            clients_per_round=args.clients_per_round, client_learning_rate=args.client_lr,
-            server_learning_rate=args.server_lr or 1.0, local_epochs=args.epochs, batch_size=args.batch_size,
-            rounds=args.rounds, seed=args.seed, random_clients=args.random_clients, model=args.model)
-        _check_algorithm_args(args)
+        config = config_from_args(args)
     except ValueError as error:
         print(f"fedteach: {error}", file=sys.stderr)
         return 2
     train_data, test_data = ft.load_course_data()
     experiment = Experiment(train_data, test_data, config, name="fedteach")
-    recorder = _use_algorithm(experiment, args, len(train_data.client_ids))
+    measurements = experiment.aggregator.measurement_names if experiment.aggregator else ()
     start = time.perf_counter()
 
     def report(entry):
-        entry.update(recorder.measurements)
         line = (f"round {entry['round']:2d}, metrics=<accuracy={entry['train_accuracy']:.6g},"
                 f"loss={entry['train_loss']:.6g},num_examples={entry['num_examples']}>")
-        if recorder.measurements:
-            line += " " + " ".join(f"{k}={v:.6g}" for k, v in recorder.measurements.items())
+        line += "".join(f" {name}={entry[name]:.6g}" for name in measurements)
         if entry.get("eval_loss") is not None:
             line += f"  eval: accuracy={entry['eval_accuracy']:.4f} loss={entry['eval_loss']:.4f}"
         print(line, flush=True)
@@ -124,97 +142,6 @@ def train(args) -> int:
     print(f"{len(experiment.history)} rounds in {time.perf_counter() - start:.1f} s "
           f"({experiment.process.path} engine)")
     return 0
-
-
-def _check_algorithm_args(args) -> None:
-    if args.mu < 0:
-        raise ValueError(f"--mu must be >= 0, got {args.mu}.")
-    if args.dp_noise is not None and args.dp_noise < 0:
-        raise ValueError(f"--dp-noise must be >= 0, got {args.dp_noise}.")
-    if args.dp_clip is not None and not args.dp_clip > 0:
-        raise ValueError(f"--dp-clip must be > 0, got {args.dp_clip}.")
-    if args.bits is not None and not 1 <= args.bits <= 16:
-        raise ValueError(f"--bits must be from 1 to 16, got {args.bits}.")
-    if args.server_lr is not None and not args.server_lr > 0:
-        raise ValueError(f"--server-lr must be > 0, got {args.server_lr}.")
-
-
-def build_aggregator(args, total_clients: int):
-    """The aggregator that ``--dp-noise``, ``--dp-clip`` and ``--bits`` ask for (None: weighted mean).
-
-    Example:
-        >>> build_aggregator(parse_args(['--dp-noise', '1.0', '--bits', '8']), 100).name
-        'quantize(8 bits) -> dp_mean(z=1, clip=1)'
-    """
-    from fedteach import aggregators
-
-    stages = []
-    if args.bits is not None:
-        stages.append(aggregators.quantize(args.bits))
-    if args.dp_noise is not None:
-        # Privacy amplification by sampling only holds when clients are sampled at random.
-        stages.append(aggregators.dp_mean(args.dp_noise, args.dp_clip or 1.0, delta=args.dp_delta,
-                                          total_clients=total_clients if args.random_clients else None))
-    elif args.dp_clip is not None:
-        stages.insert(0, aggregators.clip(args.dp_clip))
-    return aggregators.chain(*stages) if stages else None
-
-
-class _Recorder:
-    """Wraps a process: remembers the aggregator's measurements of the last round."""
-
-    def __init__(self, process, names):
-        self.process, self.names, self.measurements = process, names, {}
-        self.initialize = process.initialize
-
-    def next(self, state, data):
-        state, metrics = self.process.next(state, data)
-        self.measurements = {k: float(metrics[k]) for k in self.names if k in metrics}
-        return state, metrics
-
-    def __getattr__(self, name):
-        return getattr(self.process, name)
-
-
-def _use_algorithm(experiment, args, total_clients: int) -> _Recorder:
-    """Rebuilds the experiment's process for --algorithm, --server-optimizer, DP and compression.
-
-    ExperimentConfig has no fields for them yet, so the process is built here
-    with the experiment's model and settings and swapped in.
-    """
-    import keras
-
-    from fedteach import optimizers
-    from fedteach.experiment import build_keras_model
-    from fedteach.models import from_compiled_keras_model
-    from fedteach.rounds.fedavg import build_federated_averaging_process
-    from fedteach.rounds.fedsgd import build_federated_sgd_process
-
-    config = experiment.config
-    train = experiment.train
-    sample_batch = next(iter(experiment.preprocess(train.create_tf_dataset_for_client(train.client_ids[0]))))
-
-    def model_fn():
-        return from_compiled_keras_model(build_keras_model(config.model, config.client_learning_rate), sample_batch)
-
-    server_lr = args.server_lr
-    if server_lr is None and args.algorithm == "fedsgd" and args.server_optimizer == "sgd":
-        server_lr = 0.1
-    server_fn = optimizers.server_optimizer_fn(args.server_optimizer, server_lr)
-    aggregator = build_aggregator(args, total_clients)
-    engine = "general" if config.model == "cnn" else "auto"
-    if args.algorithm == "fedsgd":
-        process = build_federated_sgd_process(model_fn, server_fn, seed=config.seed, engine=engine,
-                                              aggregator=aggregator)
-    else:
-        process = build_federated_averaging_process(
-            model_fn, lambda: keras.optimizers.SGD(config.client_learning_rate), server_fn, seed=config.seed,
-            engine=engine, proximal_mu=args.mu if args.algorithm == "fedprox" else 0.0, aggregator=aggregator)
-    recorder = _Recorder(process, aggregator.measurement_names if aggregator else ())
-    experiment.process = recorder
-    experiment.initial_state = None
-    experiment.reset()
-    return recorder
 
 
 def _write_outputs(args, history) -> None:

@@ -25,12 +25,18 @@ import numpy as np
 from fedteach.data import make_federated_data, preprocess_for_tutorial
 from fedteach.evaluation import build_federated_evaluation
 from fedteach.models import from_compiled_keras_model
-from fedteach.rounds import DivergenceError, ServerState, build_federated_averaging_process, sample_clients
+from fedteach import aggregators
+from fedteach.optimizers import SERVER_OPTIMIZERS, server_optimizer_fn
+from fedteach.rounds import (DivergenceError, ServerState, build_federated_averaging_process,
+                             build_federated_sgd_process, sample_clients)
 
-__all__ = ['ExperimentConfig', 'Experiment', 'MODELS', 'build_keras_model']
+__all__ = ['ALGORITHMS', 'Experiment', 'ExperimentConfig', 'MODELS', 'build_aggregator', 'build_keras_model']
 
 MODELS = ('linear', 'cnn')
 """Model names an :class:`ExperimentConfig` accepts."""
+
+ALGORITHMS = ('fedavg', 'fedprox', 'fedsgd')
+"""Algorithm names an :class:`ExperimentConfig` accepts."""
 
 _POSITIVE_INTS = ('clients_per_round', 'local_epochs', 'batch_size', 'rounds', 'evaluate_every', 'eval_clients')
 
@@ -57,6 +63,15 @@ class ExperimentConfig:
         evaluate_every: run the federated evaluation every this many rounds
             (and always after the last round of a :meth:`Experiment.run`).
         eval_clients: number of test clients (the first ones) evaluated.
+        algorithm: ``'fedavg'``, ``'fedprox'`` (with ``proximal_mu``) or ``'fedsgd'``.
+        proximal_mu: FedProx's proximal term (``algorithm='fedprox'``).
+        server_optimizer: ``'sgd'`` (FedAvg), ``'momentum'``, ``'adagrad'``,
+            ``'adam'`` or ``'yogi'`` (Reddi et al. 2020), at ``server_learning_rate``.
+        dp_noise_multiplier: with a value, the differentially private mean
+            (clip to ``dp_clip_norm``, Gaussian noise); epsilon is reported.
+        dp_clip_norm: clip client updates to this L2 norm (alone: clipping only).
+        dp_delta: the delta of the reported (epsilon, delta).
+        quantize_bits: with a value, client updates are quantized to this many bits.
 
     Raises:
         ValueError: a setting out of range, e.g. a learning rate <= 0.
@@ -85,6 +100,13 @@ class ExperimentConfig:
     model: str = 'linear'
     evaluate_every: int = 1
     eval_clients: int = 10
+    algorithm: str = 'fedavg'
+    proximal_mu: float = 0.0
+    server_optimizer: str = 'sgd'
+    dp_noise_multiplier: float | None = None
+    dp_clip_norm: float | None = None
+    dp_delta: float = 1e-5
+    quantize_bits: int | None = None
 
     def __post_init__(self):
         for name in _POSITIVE_INTS:
@@ -104,6 +126,22 @@ class ExperimentConfig:
             raise ValueError(f'random_clients must be True or False, got {self.random_clients!r}.')
         if self.model not in MODELS:
             raise ValueError(f'model must be one of {MODELS}, got {self.model!r}.')
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f'algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}.')
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ValueError(f'server_optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, '
+                             f'got {self.server_optimizer!r}.')
+        checks = [('proximal_mu', self.proximal_mu, 0.0, False), ('dp_noise_multiplier', self.dp_noise_multiplier,
+                  0.0, True), ('dp_clip_norm', self.dp_clip_norm, 0.0, True), ('dp_delta', self.dp_delta, 0.0, False)]
+        for name, value, low, optional in checks:
+            if value is None and optional:
+                continue
+            if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value) \
+                    or value < low or (name in ('dp_clip_norm', 'dp_delta') and value == 0):
+                raise ValueError(f'{name} must be a finite number {">" if name in ("dp_clip_norm", "dp_delta") else ">="} '
+                                 f'{low:g}, got {value!r}.')
+        if self.quantize_bits is not None and (not _is_int(self.quantize_bits) or not 1 <= self.quantize_bits <= 16):
+            raise ValueError(f'quantize_bits must be an integer from 1 to 16, got {self.quantize_bits!r}.')
 
     def replace(self, **changes) -> 'ExperimentConfig':
         """A copy with some fields changed (validated again).
@@ -139,6 +177,14 @@ class ExperimentConfig:
             parts.append(self.model)
         if self.seed != default.seed:
             parts.append(f'seed {self.seed}')
+        if self.algorithm != default.algorithm:
+            parts.append(self.algorithm + (f' mu={self.proximal_mu:g}' if self.algorithm == 'fedprox' else ''))
+        if self.server_optimizer != default.server_optimizer:
+            parts.append(f'server {self.server_optimizer}')
+        if self.dp_noise_multiplier is not None:
+            parts.append(f'DP z={self.dp_noise_multiplier:g}')
+        if self.quantize_bits is not None:
+            parts.append(f'{self.quantize_bits} bits')
         return ', '.join(parts)
 
 
@@ -231,13 +277,8 @@ class Experiment:
             return from_compiled_keras_model(build_keras_model(config.model, config.client_learning_rate),
                                              sample_batch)
 
-        self.process = build_federated_averaging_process(
-            model_fn,
-            client_optimizer_fn=lambda: keras.optimizers.SGD(config.client_learning_rate),
-            server_optimizer_fn=lambda: keras.optimizers.SGD(config.server_learning_rate),
-            seed=config.seed,
-            # The fast engine cannot compile the CNN's convolution (XLA needs a fixed tensor list size).
-            engine='general' if config.model == 'cnn' else 'auto')
+        self.aggregator = build_aggregator(config, total_clients=len(train.client_ids))
+        self.process = _build_process(config, model_fn, self.aggregator)
         self.evaluation = build_federated_evaluation(model_fn)
         self.eval_client_ids = list(test.client_ids[:config.eval_clients])
         self.eval_data = make_federated_data(test, self.eval_client_ids, eval_preprocess)
@@ -304,6 +345,8 @@ class Experiment:
             'seconds': time.perf_counter() - start,
             'clients': list(clients),
         }
+        for name in (self.aggregator.measurement_names if self.aggregator else ()):
+            entry[name] = float(metrics[name])
         self.state = state
         self.history.append(entry)
         return entry
@@ -331,6 +374,41 @@ class Experiment:
             if callback is not None:
                 callback(entry)
         return self.history
+
+
+def build_aggregator(config: ExperimentConfig, total_clients: int):
+    """The aggregator a config asks for: None (weighted mean), clipping, DP mean, quantization.
+
+    Example:
+        >>> build_aggregator(ExperimentConfig(dp_noise_multiplier=1.0, quantize_bits=8), 100).name
+        'quantize(8 bits) -> dp_mean(z=1, clip=1)'
+        >>> build_aggregator(ExperimentConfig(), 100) is None
+        True
+    """
+    stages = []
+    if config.quantize_bits is not None:
+        stages.append(aggregators.quantize(config.quantize_bits))
+    if config.dp_noise_multiplier is not None:
+        # Privacy amplification by sampling only holds when clients are sampled at random.
+        stages.append(aggregators.dp_mean(config.dp_noise_multiplier, config.dp_clip_norm or 1.0,
+                                          delta=config.dp_delta,
+                                          total_clients=total_clients if config.random_clients else None))
+    elif config.dp_clip_norm is not None:
+        stages.insert(0, aggregators.clip(config.dp_clip_norm))
+    return aggregators.chain(*stages) if stages else None
+
+
+def _build_process(config: ExperimentConfig, model_fn, aggregator):
+    server_fn = server_optimizer_fn(config.server_optimizer, config.server_learning_rate)
+    # The fast engine cannot compile the CNN's convolution (XLA needs a fixed tensor list size).
+    engine = 'general' if config.model == 'cnn' else 'auto'
+    if config.algorithm == 'fedsgd':
+        return build_federated_sgd_process(model_fn, server_fn, seed=config.seed, engine=engine,
+                                           aggregator=aggregator)
+    return build_federated_averaging_process(
+        model_fn, client_optimizer_fn=lambda: keras.optimizers.SGD(config.client_learning_rate),
+        server_optimizer_fn=server_fn, seed=config.seed, engine=engine,
+        proximal_mu=config.proximal_mu if config.algorithm == 'fedprox' else 0.0, aggregator=aggregator)
 
 
 def _accuracy(metrics) -> float | None:

@@ -162,6 +162,16 @@ SERVER_OPTIMIZERS = {
 """Server optimizers by name: each takes the server learning rate."""
 
 
+def default_server_learning_rate(name: str) -> float:
+    """A server learning rate that works for the named server optimizer on the course's data.
+
+    Example:
+        >>> default_server_learning_rate('sgd'), default_server_learning_rate('adam')
+        (1.0, 0.01)
+    """
+    return {"sgd": 1.0, "momentum": 1.0, "adagrad": 0.1}.get(str(name).lower(), 0.01)
+
+
 def server_optimizer_fn(name: str, learning_rate: float | None = None):
     """A ``server_optimizer_fn`` for a named server optimizer.
 
@@ -183,6 +193,6 @@ def server_optimizer_fn(name: str, learning_rate: float | None = None):
     if key not in SERVER_OPTIMIZERS:
         raise ValueError(f"unknown server optimizer {name!r}; choose one of {sorted(SERVER_OPTIMIZERS)}.")
     if learning_rate is None:
-        learning_rate = {"sgd": 1.0, "momentum": 1.0, "adagrad": 0.1}.get(key, 0.01)
+        learning_rate = default_server_learning_rate(key)
     make = SERVER_OPTIMIZERS[key]
     return lambda: make(learning_rate)
