@@ -37,16 +37,15 @@ class Layout:
 
 
 def bucket(n: int) -> int:
-    """Rounds ``n`` up to a size with at most 3 significant bits.
+    """Rounds ``n`` up to a power of two, so that rounds see few distinct shapes (few XLA compiles).
+
+    Padding costs memory, not compute: the round's loop stops after the real steps.
 
     Example:
         >>> [bucket(n) for n in (1, 5, 46, 100, 1000)]
-        [1, 5, 48, 112, 1024]
+        [1, 8, 64, 128, 1024]
     """
-    if n <= 8:
-        return max(n, 1)
-    step = 1 << (n.bit_length() - 3)
-    return -(-n // step) * step
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def unsupported_pipeline(dataset) -> str | None:
@@ -95,6 +94,14 @@ def _client_stream(dataset: ClientDataset, rng: np.random.Generator) -> list[np.
     return batches
 
 
+def _autograph(fn):
+    """``fn`` converted by AutoGraph (Python control flow on tensors works), or ``fn`` itself if it cannot be."""
+    try:
+        return tf.autograph.to_graph(fn)
+    except Exception:  # builtins, callables without source: run them as they are
+        return fn
+
+
 def _map_key(fns) -> tuple:
     key = []
     for fn in fns:
@@ -113,13 +120,18 @@ class Layouter:
     def _mapper(self, fns, raw_spec):
         key = (_map_key(fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()))
         if key not in self._map_fns:
+            converted = [_autograph(fn) for fn in fns]  # as tf.data's map converts its function
+
             def one(element):
-                for fn in fns:
+                for fn in converted:
                     element = fn(element)
                 return element
+
+            def mapped(batch):
+                return tf.vectorized_map(one, batch)
+
             signature = [{k: tf.TensorSpec([None] + list(s.shape), s.dtype) for k, s in raw_spec.items()}]
-            self._map_fns[key] = tf.function(lambda batch: tf.vectorized_map(one, batch),
-                                             input_signature=signature)
+            self._map_fns[key] = tf.function(mapped, input_signature=signature, autograph=False)
         return self._map_fns[key]
 
     def layout(self, datasets, rngs) -> Layout:
@@ -203,19 +215,36 @@ def unsupported_model(model, optimizer) -> str | None:
 class FastTrainer:
     """Runs local SGD of all clients side by side in one compiled function (step 2)."""
 
-    def __init__(self, model, learning_rate: float):
+    def __init__(self, model, learning_rate: float, proximal_mu: float = 0.0):
         self.model = model
         self.learning_rate = float(learning_rate)
+        self.proximal_mu = float(proximal_mu)  # FedProx: local gradient += mu * (w - w_global)
         self.trace_count = 0
-        self._fn = tf.function(self._round, jit_compile=True, reduce_retracing=True)
+        # No AutoGraph: the round is written with tf.while_loop and Keras 3 layers need none; converting
+        # it would cost a few hundred milliseconds of the first round.
+        self.jit_compile = True
+        self._fn = tf.function(self._round, jit_compile=True, reduce_retracing=True, autograph=False)
 
-    def train(self, trainable, non_trainable, layout: Layout):
-        """Returns (averaged trainable, averaged non-trainable, per-client local outputs)."""
-        tv, ntv, loss_sums, metric_states = self._fn(
-            [tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
-            {k: tf.constant(v) for k, v in layout.examples.items()},
-            tf.constant(layout.index), tf.constant(layout.mask),
-            tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate))
+    def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False):
+        """Returns (averaged trainable, averaged non-trainable, per-client local outputs).
+
+        With ``return_clients``, a 4th item: the clients' trainable weights,
+        stacked (one array ``[clients, ...]`` per variable), for aggregators.
+        """
+        args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
+                {k: tf.constant(v) for k, v in layout.examples.items()},
+                tf.constant(layout.index), tf.constant(layout.mask),
+                tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate),
+                bool(return_clients))
+        try:
+            tv, ntv, loss_sums, metric_states, *clients = self._fn(*args)
+        except tf.errors.InvalidArgumentError as error:
+            if not self.jit_compile or "xla" not in str(error).lower():
+                raise
+            # e.g. a layer whose vectorized gradient needs a dynamic loop: run the round as a plain graph
+            self.jit_compile = False
+            self._fn = tf.function(self._round, reduce_retracing=True, autograph=False)
+            tv, ntv, loss_sums, metric_states, *clients = self._fn(*args)
         outputs = []
         metrics = self.model.metrics
         loss_sums = loss_sums.numpy()
@@ -227,9 +256,11 @@ class FastTrainer:
             out["loss"] = [np.float32(loss_sums[c]), np.float32(n)]
             out["num_examples"] = np.int64(n)
             outputs.append(out)
+        if return_clients:
+            return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs, [w.numpy() for w in clients[0]]
         return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr):
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
         self.trace_count += 1
         model, net = self.model, self.model.keras_model
         clients = tf.shape(index)[0]
@@ -257,8 +288,11 @@ class FastTrainer:
                 loss = tf.reduce_sum(per_example * m, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
             grads = tape.gradient(total, tv)
-            tv_new = [w - lr * g for w, g in zip(tv, grads)]
             active = lambda w: tf.reshape(count > 0, tf.concat([[-1], tf.ones_like(tf.shape(w)[1:])], 0))
+            if self.proximal_mu:  # only on real steps: padded steps of a finished client leave it unchanged
+                grads = [g + tf.cast(active(w), w.dtype) * self.proximal_mu * (w - w0)
+                         for g, w, w0 in zip(grads, tv, trainable)]
+            tv_new = [w - lr * g for w, g in zip(tv, grads)]
             ntv_new = [tf.where(active(a), a, b) for a, b in zip(ntv_new, ntv)]
             ms_new = []
             for metric, (metric_total, metric_count) in zip(model.metrics, ms):
@@ -267,8 +301,11 @@ class FastTrainer:
                 ms_new.append([metric_total + tf.reduce_sum(values * m, axis=1), metric_count + count])
             return t + 1, tv_new, ntv_new, ms_new, loss_sum + loss * count
 
+        real_steps = tf.reduce_sum(tf.cast(tf.reduce_any(mask > 0, axis=[0, 2]), tf.int32))  # a prefix
         _, tv, ntv, ms, loss_sum = tf.while_loop(
-            lambda t, *_: t < tf.shape(index)[1], step, (tf.constant(0), tv, ntv, ms, loss_sum))
+            lambda t, *_: t < real_steps, step, (tf.constant(0), tv, ntv, ms, loss_sum))
         share = weights / tf.reduce_sum(weights)
         average = lambda ws: [tf.tensordot(share, w, axes=1) for w in ws]
+        if return_clients:
+            return average(tv), average(ntv), loss_sum, ms, tv
         return average(tv), average(ntv), loss_sum, ms

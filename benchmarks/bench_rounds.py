@@ -1,0 +1,283 @@
+"""Round-time benchmark of fedteach's engines against a hand-written bound.
+
+Run: ``/work/venv/bin/python benchmarks/bench_rounds.py`` (a few minutes, one process).
+
+Workloads (data generated in federated EMNIST's layout; W2-W4 read an
+EMNIST-sized HDF5 file, 3,383 clients / 341,873 examples, written to a temp dir):
+
+* W1, the tutorial: 3 clients, 10 epochs, shuffle 500, batch 20, linear 784->10, SGD 0.02.
+* W2: 10 random clients a round, 1 epoch, batch 20, same model; the round
+  includes building the clients' datasets from the h5 file (reading them).
+* W3: as W2 with 50 clients a round.
+* W4: as W2 with a small CNN (conv 32x3x3, max-pool, dense 128, dense 10).
+
+For each: median round time after warm-up, first-round time (process build to
+first round done; for the bound: its first call, trace and compile) and peak memory of the engine's run, for the fast path, the
+general path and the *bound*: all clients' batches already in memory as tensors
+and one XLA-compiled function running the same SGD steps side by side.
+
+Peak memory ("peak +MiB"): a thread samples the process's resident set size
+(/proc/self/statm) every 5 ms during a run; the column is the highest sample
+minus the RSS just before the run (memory the run added; TensorFlow's allocator
+keeps freed memory, so a later run can reuse what an earlier one grew). The
+process's total peak (``getrusage`` ``ru_maxrss``) is printed at the end.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import fedteach as ft  # noqa: E402
+from fedteach.rounds import fast as ft_fast  # noqa: E402
+
+EMNIST_CLIENTS, EMNIST_EXAMPLES = 3383, 341873
+LR = 0.02
+
+
+def rss_mib() -> float:
+    """The process's current resident memory, in MiB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """Samples RSS in a thread while in the ``with`` block; ``.added`` is the peak growth in MiB."""
+
+    def __enter__(self):
+        self.start = self.peak = rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mib())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.added = max(self.peak, rss_mib()) - self.start
+
+
+def peak_mib() -> float:
+    """The process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def linear_model():
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax",
+                                                                     kernel_initializer="zeros")])
+
+
+def cnn_model():
+    return keras.Sequential([
+        keras.Input((784,)), keras.layers.Reshape((28, 28, 1)),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax")])
+
+
+def model_fn_for(build):
+    def model_fn():
+        keras.utils.set_random_seed(0)
+        return ft.from_keras_model(
+            build(), keras.losses.SparseCategoricalCrossentropy(),
+            {"x": tf.TensorSpec([None, 784], tf.float32), "y": tf.TensorSpec([None, 1], tf.int32)},
+            metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    return model_fn
+
+
+class Workload:
+    def __init__(self, name, client_data, clients_per_round, epochs, shuffle, build, rounds, fixed=None):
+        self.name, self.client_data, self.k, self.build, self.rounds = name, client_data, clients_per_round, build, rounds
+        self.preprocess = ft.preprocess_for_tutorial(epochs, 20, shuffle, seed=None)
+        self.epochs, self.shuffle, self.fixed = epochs, shuffle, fixed
+
+    def ids(self, round_num):
+        if self.fixed is not None:
+            return self.fixed
+        rng = np.random.default_rng(round_num)
+        return list(rng.choice(self.client_data.client_ids, self.k, replace=False))
+
+    def data(self, round_num):
+        return ft.make_federated_data(self.client_data, self.ids(round_num), self.preprocess)
+
+
+def run_fedteach(w: Workload, engine: str):
+    with PeakRss() as memory:
+        first, median = _run_fedteach(w, engine)
+    return first, median, memory.added
+
+
+def _run_fedteach(w: Workload, engine: str):
+    start = time.perf_counter()
+    process = ft.build_federated_averaging_process(
+        model_fn_for(w.build), client_optimizer_fn=lambda: keras.optimizers.SGD(LR), engine=engine)
+    state = process.initialize()
+    state, _ = process.next(state, w.data(0))
+    first = time.perf_counter() - start
+    times = []
+    for r in range(1, w.rounds + 1):
+        t = time.perf_counter()
+        state, _ = process.next(state, w.data(r))
+        times.append(time.perf_counter() - t)
+    assert process.path == engine, (process.path, process.path_reason)
+    return first, statistics.median(times[1:])
+
+
+class Bound:
+    """Same SGD steps, all clients side by side, data already in memory, one XLA function."""
+
+    def __init__(self, build):
+        self.net = build()
+        self.cnn = len(self.net.trainable_variables) > 2
+        self.fn = tf.function(self._round, jit_compile=True, autograph=False)
+        self.name = "bound"
+
+    def batches(self, w: Workload, round_num):
+        """The round's batches as tensors [clients, steps, batch, ...] with a mask (not timed)."""
+        arrays = [w.client_data.client_arrays(c) for c in w.ids(round_num)]
+        rng = np.random.default_rng(round_num)
+        streams = []
+        for a in arrays:
+            n = len(a["label"])
+            order = np.concatenate([rng.permutation(n) if w.shuffle else np.arange(n) for _ in range(w.epochs)])
+            streams.append(order)
+        steps = ft_fast.bucket(max(-(-len(s) // 20) for s in streams))  # padded like the fast path
+        x = np.zeros((len(arrays), steps * 20, 784), np.float32)
+        y = np.zeros((len(arrays), steps * 20), np.int32)
+        mask = np.zeros((len(arrays), steps * 20), np.float32)
+        for c, (a, s) in enumerate(zip(arrays, streams)):
+            x[c, :len(s)] = a["pixels"].reshape(-1, 784)[s]
+            y[c, :len(s)] = a["label"][s]
+            mask[c, :len(s)] = 1
+        shape = lambda v: tf.constant(v.reshape((len(arrays), steps, 20) + v.shape[2:]))
+        return shape(x), shape(y), shape(mask), tf.constant([len(s) for s in streams], tf.float32)
+
+    def _round(self, weights, x, y, mask, sizes):
+        clients = tf.shape(x)[0]
+        ws = [tf.tile(w[None], tf.concat([[clients], tf.ones_like(tf.shape(w))], 0)) for w in weights]
+
+        def loss_fn(ws, xb, yb, mb):
+            if self.cnn:  # the Keras model's stateless call, vectorized over clients
+                p = tf.vectorized_map(lambda a: self.net.stateless_call(a[0], [], a[1])[0], (ws, xb))
+            else:  # hand-written batched matmul
+                p = tf.nn.softmax(tf.einsum("cbi,cio->cbo", xb, ws[0]) + ws[1][:, None])
+            nll = -tf.math.log(tf.gather(p, yb, batch_dims=2) + 1e-12)
+            return tf.reduce_sum(tf.reduce_sum(nll * mb, 1) / tf.maximum(tf.reduce_sum(mb, 1), 1.0))
+
+        def step(t, ws):
+            with tf.GradientTape() as tape:
+                tape.watch(ws)
+                loss = loss_fn(ws, x[:, t], y[:, t], mask[:, t])
+            return t + 1, [w - LR * g for w, g in zip(ws, tape.gradient(loss, ws))]
+
+        real_steps = tf.reduce_sum(tf.cast(tf.reduce_any(mask > 0, axis=[0, 2]), tf.int32))  # padding: no work
+        _, ws = tf.while_loop(lambda t, _: t < real_steps, step, (0, ws))
+        share = sizes / tf.reduce_sum(sizes)
+        return [tf.tensordot(share, w, 1) for w in ws]
+
+
+def run_bound(w: Workload):
+    with PeakRss() as memory:
+        first, median, name = _run_bound(w)
+    return first, median, memory.added, name
+
+
+def _run_bound(w: Workload):
+    bound = Bound(w.build)
+    weights = [tf.constant(v.numpy()) for v in bound.net.trainable_variables]
+    prepared = [bound.batches(w, r) for r in range(w.rounds + 1)]  # data in memory: not part of the bound
+    t = time.perf_counter()
+    try:
+        weights = bound.fn(weights, *prepared[0])
+    except tf.errors.InvalidArgumentError:  # XLA cannot compile the vectorized conv gradient: plain graph
+        bound.fn = tf.function(bound._round, autograph=False)
+        bound.name = "bound*"
+        weights = bound.fn(weights, *prepared[0])
+    first = time.perf_counter() - t
+    times = []
+    for r in range(1, w.rounds + 1):
+        t = time.perf_counter()
+        weights = bound.fn(weights, *prepared[r])
+        _ = [v.numpy() for v in weights]
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times[1:]), bound.name
+
+
+def data_access(folder):
+    t = time.perf_counter()
+    ft.write_emnist_h5(os.path.join(folder, "train.h5"), emnist_sized_clients())
+    written = time.perf_counter() - t
+    t = time.perf_counter()
+    cd = ft.ClientData.from_h5(os.path.join(folder, "train.h5"))
+    opened = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    reads = []
+    for r in range(10):
+        ids = rng.choice(cd.client_ids, 10, replace=False)
+        t = time.perf_counter()
+        for c in ids:
+            cd.client_arrays(c)
+        reads.append(time.perf_counter() - t)
+    return cd, written, opened, statistics.median(reads)
+
+
+def emnist_sized_clients():
+    """3,383 clients, 341,873 examples, client sizes spread like EMNIST's (mean ~101)."""
+    rng = np.random.default_rng(0)
+    sizes = np.maximum(rng.lognormal(np.log(90), 0.5, EMNIST_CLIENTS).astype(int), 10)
+    diff = EMNIST_EXAMPLES - sizes.sum()
+    sizes += diff // EMNIST_CLIENTS
+    sizes[: diff % EMNIST_CLIENTS] += 1
+    assert sizes.sum() == EMNIST_EXAMPLES
+    return ft.make_emnist_like_clients(EMNIST_CLIENTS, sizes, seed=0, noise=0.3)
+
+
+def main():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}  machine {cpu}, {os.cpu_count()} cores  "
+          f"TF {tf.__version__}  Keras {keras.__version__}  Python {platform.python_version()}")
+    with tempfile.TemporaryDirectory() as folder:
+        cd, written, opened, read10 = data_access(folder)
+        print(f"data: wrote EMNIST-sized h5 ({len(cd)} clients) in {written:.1f} s; "
+              f"ClientData.from_h5 {1000 * opened:.0f} ms; reading 10 random clients {1000 * read10:.1f} ms (median)")
+        tutorial = ft.ClientData.from_arrays(ft.make_emnist_like_clients(3, [93, 88, 94], seed=1, noise=0.35))
+        workloads = [
+            Workload("W1 tutorial, 3 clients x 10 epochs, linear", tutorial, 3, 10, 500, linear_model, 15,
+                     fixed=tutorial.client_ids),
+            Workload("W2 10 of 3,383 clients, 1 epoch, linear", cd, 10, 1, 500, linear_model, 15),
+            Workload("W3 50 of 3,383 clients, 1 epoch, linear", cd, 50, 1, 500, linear_model, 9),
+            Workload("W4 10 of 3,383 clients, 1 epoch, CNN", cd, 10, 1, 500, cnn_model, 9),
+        ]
+        header = f"{'workload':<44} {'engine':<8} {'median ms':>9} {'first s':>8} {'peak +MiB':>9} {'fast/bound':>10}"
+        print(header)
+        print("-" * len(header))
+        for w in workloads:
+            *bound, name = run_bound(w)
+            rows = {name: bound, "fast": run_fedteach(w, "fast"), "general": run_fedteach(w, "general")}
+            ratio = rows["fast"][1] / bound[1]
+            for engine, (first, median, peak) in rows.items():
+                extra = f"{ratio:10.2f}" if engine == "fast" else ""
+                print(f"{w.name:<44} {engine:<8} {1000 * median:9.1f} {first:8.2f} {peak:9.0f} {extra}")
+            sys.stdout.flush()
+    print(f"process peak RSS {peak_mib():.0f} MiB; bound*: XLA could not compile it, ran as a plain graph")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The two round engines: same results, the right path, compiled functions reused."""
+import collections
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fedteach as ft
+
+SPEC = collections.OrderedDict([("x", tf.TensorSpec([None, 784], tf.float32)),
+                                ("y", tf.TensorSpec([None, 1], tf.int32))])
+
+
+@pytest.fixture(scope="module")
+def clients():
+    return ft.ClientData.from_arrays(ft.make_emnist_like_clients(8, [40, 33, 47, 20, 38, 41, 35, 46], seed=3))
+
+
+def tutorial_preprocess(epochs=2, shuffle=True):
+    def element_fn(element):
+        return collections.OrderedDict([("x", tf.reshape(element["pixels"], [-1])),
+                                        ("y", tf.reshape(element["label"], [1]))])
+
+    def preprocess(dataset):
+        dataset = dataset.repeat(epochs).map(element_fn)
+        if shuffle:
+            dataset = dataset.shuffle(100, seed=1)
+        return dataset.batch(10)
+    return preprocess
+
+
+def linear():
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")])
+
+
+def cnn():
+    return keras.Sequential([keras.Input((784,)), keras.layers.Reshape((28, 28, 1)),
+                             keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+                             keras.layers.Flatten(), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def with_batch_norm():
+    """A model with non-trainable variables (BatchNormalization's moving statistics)."""
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(16), keras.layers.BatchNormalization(),
+                             keras.layers.Activation("relu"), keras.layers.Dense(10, activation="softmax")])
+
+
+def process_for(build, engine="auto", **kwargs):
+    def model_fn():
+        keras.utils.set_random_seed(0)
+        return ft.from_keras_model(build(), keras.losses.SparseCategoricalCrossentropy(), SPEC,
+                                   metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    return ft.build_federated_averaging_process(model_fn, lambda: keras.optimizers.SGD(0.05), engine=engine,
+                                                **kwargs)
+
+
+def run(process, data, rounds=2):
+    state, history = process.initialize(), []
+    for _ in range(rounds):
+        state, metrics = process.next(state, data)
+        history.append(dict(metrics))
+    return state, history
+
+
+@pytest.mark.parametrize("build,ids", [(linear, slice(0, 3)), (cnn, slice(0, 2)),
+                                       # batch norm: full batches only (sizes multiples of 10)
+                                       (with_batch_norm, [3, 6])])
+def test_fast_and_general_agree(clients, build, ids):
+    chosen = clients.client_ids[ids] if isinstance(ids, slice) else [clients.client_ids[i] for i in ids]
+    data = ft.make_federated_data(clients, chosen, tutorial_preprocess(shuffle=False))
+    results = {}
+    for engine in ("fast", "general"):
+        process = process_for(build, engine)
+        results[engine] = run(process, data)
+        assert process.path == engine
+    (fast_state, fast_metrics), (general_state, general_metrics) = results["fast"], results["general"]
+    for f, g in zip(fast_metrics, general_metrics):
+        assert f["num_examples"] == g["num_examples"]
+        assert f["loss"] == pytest.approx(g["loss"], rel=1e-4)
+        assert f["sparse_categorical_accuracy"] == pytest.approx(g["sparse_categorical_accuracy"], abs=1e-6)
+    for part in ("trainable", "non_trainable"):
+        fast_weights, general_weights = getattr(fast_state.model, part), getattr(general_state.model, part)
+        assert list(fast_weights) == list(general_weights)
+        for name in fast_weights:
+            np.testing.assert_allclose(fast_weights[name], general_weights[name], rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+    if build is with_batch_norm:
+        assert fast_state.model.non_trainable  # the moving statistics went through the fast path
+
+
+def test_a_new_mix_of_similar_clients_reuses_the_compiled_round(clients):
+    process = process_for(linear, verbose=False)
+    preprocess = tutorial_preprocess()
+    state = process.initialize()
+    state, _ = process.next(state, ft.make_federated_data(clients, clients.client_ids[:3], preprocess))
+    traces = process.trace_count
+    assert traces >= 1
+    for ids in (clients.client_ids[3:6], clients.client_ids[5:8], clients.client_ids[1:4]):
+        state, _ = process.next(state, ft.make_federated_data(clients, ids, preprocess))
+        assert process.path == "fast"
+    assert process.trace_count == traces
+
+
+def test_the_tutorials_pipeline_takes_the_fast_path(clients, capsys):
+    process = process_for(linear, verbose=True)
+    run(process, ft.make_federated_data(clients, clients.client_ids[:3], tutorial_preprocess()), rounds=1)
+    assert process.path == "fast"
+    assert "round 1: fast path" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("transform", [lambda ds: ds.filter(lambda b: tf.size(b["y"]) > 0),
+                                       lambda ds: ds.take(2)], ids=["filter", "take"])
+def test_an_unsupported_pipeline_takes_the_general_path_and_says_why(clients, transform):
+    data = [transform(ds) for ds in ft.make_federated_data(clients, clients.client_ids[:2], tutorial_preprocess())]
+    process = process_for(linear)
+    run(process, data, rounds=1)
+    assert process.path == "general"
+    assert "not a dataset from ClientData.create_tf_dataset_for_client" in process.path_reason
+
+
+class LinearModel(ft.Model):
+    """A hand-written model (not Keras): it takes the general path."""
+
+    def __init__(self):
+        self.w = tf.Variable(tf.zeros((784, 10)), name="w")
+        self.b = tf.Variable(tf.zeros(10), name="b")
+        self.total = tf.Variable(0.0, trainable=False, name="total")
+        self.count = tf.Variable(0.0, trainable=False, name="count")
+
+    trainable_variables = property(lambda self: [self.w, self.b])
+    non_trainable_variables = property(lambda self: [])
+    local_variables = property(lambda self: [self.total, self.count])
+    input_spec = property(lambda self: SPEC)
+
+    @tf.function
+    def forward_pass(self, batch, training=True):
+        logits = tf.matmul(batch["x"], self.w) + self.b
+        labels = tf.reshape(batch["y"], [-1])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        n = tf.cast(tf.size(labels), tf.float32)
+        self.total.assign_add(loss * n)
+        self.count.assign_add(n)
+        return ft.BatchOutput(loss=loss, predictions=logits)
+
+    @tf.function
+    def report_local_outputs(self):
+        return collections.OrderedDict([("loss", self.total / self.count), ("num_examples", self.count)])
+
+    @property
+    def federated_output_computation(self):
+        return _aggregate
+
+
+@ft.federated_computation
+def _aggregate(metrics):
+    return {"loss": ft.federated_average(metrics.loss, metrics.num_examples),
+            "num_examples": ft.federated_sum(metrics.num_examples)}
+
+
+def test_a_custom_model_takes_the_general_path_and_reuses_its_function(clients):
+    process = ft.build_federated_averaging_process(LinearModel, lambda: keras.optimizers.SGD(0.05))
+    preprocess = tutorial_preprocess()
+    state = process.initialize()
+    losses = []
+    for ids in (clients.client_ids[:3], clients.client_ids[3:6], clients.client_ids[5:8]):
+        state, metrics = process.next(state, ft.make_federated_data(clients, ids, preprocess))
+        losses.append(metrics["loss"])
+        assert process.path == "general"
+        assert "custom LinearModel" in process.path_reason
+        if ids[0] == clients.client_ids[0]:
+            traces = process.trace_count
+    assert process.trace_count == traces
+    assert losses[-1] < losses[0]
