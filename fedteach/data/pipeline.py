@@ -92,6 +92,8 @@ class ClientDataset(dataset_ops.DatasetV2):
         return self._then("shuffle", int(buffer_size), seed)
 
     def batch(self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None, name=None):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size} (e.g. .batch(20)).")
         return self._then("batch", int(batch_size), bool(drop_remainder))
 
     def prefetch(self, buffer_size, name=None):

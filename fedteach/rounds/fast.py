@@ -113,8 +113,9 @@ def _map_key(fns) -> tuple:
 class Layouter:
     """Turns a round's client datasets into a :class:`Layout` (step 1 above)."""
 
-    def __init__(self, input_spec):
+    def __init__(self, input_spec, num_classes: int | None = None):
         self.input_spec = input_spec
+        self.num_classes = num_classes
         self._map_fns = {}
 
     def _mapper(self, fns, raw_spec):
@@ -169,6 +170,15 @@ class Layouter:
                         f"client {ds.client_id!r}, field {key!r}: examples have shape {list(shape)} but the "
                         f"model's input_spec expects {expected.as_list()} (batch shape {spec.shape}). "
                         "Reshape it in the preprocess function.")
+            labels = fields.get("y")
+            if self.num_classes is not None and labels is not None and labels.size:
+                low, high = int(labels.min()), int(labels.max())
+                if low < 0 or high >= self.num_classes:
+                    raise ValueError(
+                        f"client {ds.client_id!r}, field 'y': label {high if high >= self.num_classes else low} is "
+                        f"outside the model's {self.num_classes} classes (labels must be 0..{self.num_classes - 1}; "
+                        f"this client's labels span {low}..{high}). Give the last layer at least {high + 1} units, "
+                        "or fix the labels.")
 
 
 def _pack(mapped, streams, keys) -> Layout:

@@ -20,7 +20,7 @@ from fedteach import aggregators as _aggregators
 from fedteach.rounds import fast, general
 from fedteach.rounds.process import (Computation, IterativeProcess, check_client_datasets, check_model_fn,
                                      check_positive, client_name, clients_data_type, function_type, is_finite,
-                                     metrics_type, server_type)
+                                     metrics_type, num_classes, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
 from fedteach.federated import StructType
 
@@ -152,7 +152,7 @@ class FederatedAveraging:
         self.initial_weights = self.runner.weights()
         self.model_reason = fast.unsupported_model(model, client_optimizer)
         if self.model_reason is None:
-            self.layouter = fast.Layouter(model.input_spec)
+            self.layouter = fast.Layouter(model.input_spec, num_classes=num_classes(model))
             self.trainer = fast.FastTrainer(model, client_optimizer.learning_rate.numpy(), self.proximal_mu)
         elif engine == "fast":
             raise ValueError(f"engine='fast' is not possible: {self.model_reason}")
@@ -182,7 +182,7 @@ class FederatedAveraging:
         return "general", reason
 
     def next(self, state: ServerState, federated_data):
-        _check_state(state, self.initial_weights, self.server.initial_state())
+        _check_state(state, self.initial_weights, self.server._initial)
         federated_data = list(federated_data)
         if not federated_data:
             raise ValueError("a round needs at least one client: federated_data is empty. "
@@ -237,7 +237,8 @@ class FederatedAveraging:
         _skip_empty(counts, federated_data, round_num)
         share = counts / counts.sum()
         trained = [w for w, _, _ in results]
-        self._clients = ([np.stack([w.trainable[k] for w in trained]) for k in state.model.trainable], counts)
+        if self.aggregator.needs_clients:
+            self._clients = ([np.stack([w.trainable[k] for w in trained]) for k in state.model.trainable], counts)
         average = ModelWeights(
             collections.OrderedDict((k, sum(s * w.trainable[k] for s, w in zip(share, trained)).astype(v.dtype))
                                     for k, v in state.model.trainable.items()),

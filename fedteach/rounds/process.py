@@ -152,10 +152,6 @@ def check_client_datasets(model: Model, federated_data, check_specs: bool = True
     """
     for index, dataset in enumerate(federated_data):
         who = client_name(dataset, index)
-        for step in getattr(dataset, "steps", ()):
-            if getattr(step, "kind", None) == "batch" and int(step.args[0]) < 1:
-                raise ValueError(f"client {who}: its dataset is batched with batch size {step.args[0]}; the batch "
-                                 "size must be at least 1 (e.g. preprocess_for_tutorial(batch_size=20)).")
         if not isinstance(dataset, tf.data.Dataset):
             raise TypeError(f"client {who}: expected a tf.data.Dataset of batches, got {type(dataset).__name__}. "
                             "Build the federated data with ft.make_federated_data(client_data, client_ids, "
