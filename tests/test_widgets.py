@@ -54,7 +54,9 @@ def test_panel_round_trips_every_field():
     assert set(panel.widgets) == set(ExperimentConfig.__dataclass_fields__)
     assert panel.config == ExperimentConfig()  # no float noise from the log sliders
     config = ExperimentConfig(clients_per_round=4, client_learning_rate=0.1, server_learning_rate=0.5,
-                              local_epochs=3, batch_size=32, rounds=7, seed=5, random_clients=True, model='cnn')
+                              local_epochs=3, batch_size=32, rounds=7, seed=5, random_clients=True, model='cnn',
+                              algorithm='fedprox', proximal_mu=0.1, server_optimizer='adam',
+                              dp_noise_multiplier=0.7, dp_clip_norm=1.0, quantize_bits=4)
     panel.config = config
     assert panel.config == config
     panel.widgets['batch_size'].value = 0  # clamped by the bounded input

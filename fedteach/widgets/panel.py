@@ -5,7 +5,8 @@ import math
 
 import ipywidgets as w
 
-from fedteach.experiment import MODELS, ExperimentConfig
+from fedteach.experiment import ALGORITHMS, MODELS, ExperimentConfig
+from fedteach.optimizers import SERVER_OPTIMIZERS
 
 __all__ = ['HyperparameterPanel']
 
@@ -64,12 +65,37 @@ class HyperparameterPanel:
             'evaluate_every': int_slider('evaluate every (rounds)', 1, 20, config.evaluate_every),
             'eval_clients': int_box('test clients evaluated', 1, 100_000, config.eval_clients),
         }
+        basic = list(self.widgets)
+
+        def choice(description, options, value):
+            options = [('off', None) if o is None else (f'{o:g}', o) for o in options]
+            if value not in [v for _, v in options]:
+                options.append((f'{value:g}', value))
+            return w.Dropdown(options=options, value=value, description=description, style=_STYLE, layout=_LAYOUT)
+
+        self.widgets.update({
+            'algorithm': w.Dropdown(options=list(ALGORITHMS), value=config.algorithm, description='algorithm',
+                                    style=_STYLE, layout=_LAYOUT),
+            'proximal_mu': w.BoundedFloatText(value=config.proximal_mu, min=0, max=1e6, step=0.01,
+                                              description='FedProx mu', style=_STYLE, layout=_LAYOUT),
+            'server_optimizer': w.Dropdown(options=sorted(SERVER_OPTIMIZERS), value=config.server_optimizer,
+                                           description='server optimizer', style=_STYLE, layout=_LAYOUT),
+            'dp_noise_multiplier': choice('DP noise multiplier', (None, 0.1, 0.3, 0.5, 1.0, 2.0),
+                                          config.dp_noise_multiplier),
+            'dp_clip_norm': choice('clip updates to norm', (None, 0.1, 0.5, 1.0, 5.0), config.dp_clip_norm),
+            'dp_delta': w.BoundedFloatText(value=config.dp_delta, min=1e-12, max=1.0, step=1e-5,
+                                           description='DP delta', style=_STYLE, layout=_LAYOUT),
+            'quantize_bits': choice('quantize updates (bits)', (None, 1, 2, 4, 8, 16), config.quantize_bits),
+        })
+        advanced = [n for n in self.widgets if n not in basic]
         missing = set(ExperimentConfig.__dataclass_fields__) - set(self.widgets)
-        assert not missing, f'no widget for {missing}'
-        names = list(self.widgets)
-        half = (len(names) + 1) // 2
-        self.widget = w.HBox([w.VBox([self.widgets[n] for n in names[:half]]),
-                              w.VBox([self.widgets[n] for n in names[half:]])])
+        if missing:  # a new config field needs its widget here
+            raise RuntimeError(f'HyperparameterPanel has no widget for {sorted(missing)}')
+        half = (len(basic) + 1) // 2
+        more = w.Accordion(children=[w.VBox([self.widgets[n] for n in advanced])], selected_index=None)
+        more.set_title(0, 'algorithm, privacy, compression (notebook 7)')
+        self.widget = w.VBox([w.HBox([w.VBox([self.widgets[n] for n in basic[:half]]),
+                                      w.VBox([self.widgets[n] for n in basic[half:]])]), more])
 
     @property
     def config(self) -> ExperimentConfig:
@@ -83,10 +109,13 @@ class HyperparameterPanel:
     def config(self, config: ExperimentConfig) -> None:
         for name, widget in self.widgets.items():
             value = getattr(config, name)
+            if isinstance(widget, w.Dropdown) and isinstance(widget.options[0], tuple) and \
+                    value not in [v for _, v in widget.options]:
+                widget.options = list(widget.options) + [(f'{value:g}', value)]
             if isinstance(widget, w.FloatLogSlider):
                 exponent = math.log10(value)
                 widget.min, widget.max = min(widget.min, math.floor(exponent)), max(widget.max, math.ceil(exponent))
-            elif hasattr(widget, 'max') and value > widget.max:
+            elif hasattr(widget, 'max') and value is not None and value > widget.max:
                 widget.max = value
             widget.value = value
 
