@@ -44,7 +44,7 @@ def load_course_data(
 
     Example:
         >>> train, test = load_course_data(prefer='offline')  # doctest: +ELLIPSIS
-        Using the offline digits dataset (200 simulated writers, ... train examples): prefer='offline'.
+        Using the offline digits dataset (200 simulated writers, ... train examples): ...offline.
     """
     forced = os.environ.get('FEDTEACH_DATA', '').strip().lower()
     for name, value in (('prefer', prefer), ('FEDTEACH_DATA', forced)):

@@ -32,7 +32,7 @@ def from_keras_model(keras_model, loss, input_spec, metrics=None, optimizer=None
         >>> model = from_keras_model(net, keras.losses.SparseCategoricalCrossentropy(),
         ...     {'x': tf.TensorSpec([None, 784], tf.float32), 'y': tf.TensorSpec([None, 1], tf.int32)},
         ...     metrics=[keras.metrics.SparseCategoricalAccuracy()])
-        >>> [v.shape for v in model.trainable_variables]
+        >>> [tuple(v.shape) for v in model.trainable_variables]
         [(784, 10), (10,)]
     """
     return KerasModel(keras_model, loss, input_spec, metrics, optimizer)

@@ -1,0 +1,290 @@
+"""The course as a student meets it: JupyterLab in headless Chromium (Playwright, Debian's Chromium).
+
+A JupyterLab server on a free loopback port, with a temporary token, config and a
+temporary copy of ``notebooks/`` (see ``browser_helpers.JupyterLab``), opens a
+notebook, runs all cells from the Run menu and then uses the widgets through the
+DOM: the slider handle with the keyboard, the slider readouts by typing, the
+Run / Stop / Reset buttons, the writer dropdown. Screenshots of every step go to
+``artifacts/browser/``. The server, its kernels and the browser are shut down at
+the end whatever happens, and the fixtures check that none of their processes is
+left.
+
+Needs ``chromium`` (``./test.sh`` installs Debian's) and Playwright for Python
+(the ``test`` extra); no browser is downloaded.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import time
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from browser_helpers import CHROMIUM_ARGS, JupyterLab, chromium_path, cmdline, descendants, wait_gone
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / 'artifacts' / 'browser'
+TIMEOUT_MS = 120_000  # one widget action or round on 2 busy cores
+RUN_ALL_TIMEOUT_MS = 420_000  # all cells of a notebook, models trained included
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def artifacts():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob('*.png'):
+        old.unlink()
+    return ARTIFACTS
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory, artifacts):
+    """A JupyterLab server on a copy of notebooks/, in the offline fast mode of the tests."""
+    server = JupyterLab(ROOT / 'notebooks', tmp_path_factory.mktemp('jupyterlab'),
+                        env={'FEDTEACH_DATA': 'offline', 'FEDTEACH_FAST': '1', 'TF_CPP_MIN_LOG_LEVEL': '2'})
+    try:
+        server.start()
+        yield server
+    finally:
+        left = server.stop()
+        shutil.copyfile(server.log_path, artifacts / 'jupyterlab.log')
+        assert server.process.poll() is not None, 'the JupyterLab server is still running'
+        assert not left, 'processes of JupyterLab left running: ' + '; '.join(f'{p} {cmdline(p)}' for p in left)
+
+
+@pytest.fixture(scope='module')
+def browser():
+    """Debian's headless Chromium, closed (and checked gone) at the end."""
+    path = chromium_path()
+    if path is None:
+        pytest.fail('Chromium is missing: `apt-get install chromium` (./test.sh does it when run as root).')
+    before = descendants(os.getpid())
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+            try:
+                yield chromium
+            finally:
+                chromium.close()
+    finally:
+        ours = descendants(os.getpid()) - before
+        left = wait_gone(ours, timeout=15)
+        assert not left, 'browser processes left running: ' + '; '.join(f'{p} {cmdline(p)}' for p in left)
+
+
+@pytest.fixture
+def page(browser, request, artifacts):
+    context = browser.new_context(viewport={'width': 1400, 'height': 1300})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+    failed = request.session.testsfailed
+    try:
+        yield page
+    finally:
+        if request.session.testsfailed > failed:  # what the student saw when the test failed
+            try:
+                page.screenshot(path=artifacts / f'FAILED-{request.node.name}.png')
+            except Exception:  # noqa: BLE001 - the failure itself is what matters
+                pass
+        context.close()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def shot(locator_or_page, name: str) -> bytes:
+    """Saves a screenshot to artifacts/browser/<name>.png and returns its bytes."""
+    return locator_or_page.screenshot(path=ARTIFACTS / f'{name}.png', animations='disabled')
+
+
+def open_and_run_all(page: Page, lab: JupyterLab, notebook: str) -> None:
+    """Opens ``notebook`` (in a workspace of its own), waits for the kernel, runs Run > Run All Cells."""
+    workspace = re.sub(r'\W', '', notebook)
+    page.goto(f'{lab.url}/lab/workspaces/{workspace}/tree/{notebook}?token={lab.token}')
+    page.locator('.jp-NotebookPanel .jp-Cell').first.wait_for()
+    expect(page.locator('#jp-main-statusbar')).to_contain_text(re.compile(r'Python 3.*\|\s*Idle'))
+    page.locator('#jp-MainMenu .lm-MenuBar-itemLabel', has_text=re.compile(r'^Run$')).click()
+    page.get_by_role('menuitem', name='Run All Cells', exact=True).click()
+    # Done when some cell ran and none is running or queued ([*]); Run All stops at an error.
+    page.wait_for_function("""() => {
+        const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
+        return prompts.some(p => /\\[\\d+\\]/.test(p.textContent)) && !prompts.some(p => p.textContent.includes('*'));
+    }""", timeout=RUN_ALL_TIMEOUT_MS, polling=500)
+    expect(page.locator('#jp-main-statusbar')).to_contain_text(re.compile(r'\|\s*Idle'))
+    prompts = page.locator('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt').all_text_contents()
+    if not all(re.search(r'\[\d+\]', prompt) for prompt in prompts):
+        errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+        details = '\n'.join(text[-2000:] for text in errors.all_inner_texts() if 'Error' in text)
+        pytest.fail(f'{notebook}: Run All Cells stopped at an error (prompts {prompts}):\n{details}')
+
+
+def widget_output(page: Page, label: str):
+    """The rendered widget (root output) of the code cell whose widgets include the label ``label``."""
+    cell = page.locator('.jp-CodeCell').filter(has=page.locator('.widget-label', has_text=label))
+    try:
+        cell.wait_for(timeout=60_000)
+    except PlaywrightTimeoutError:
+        texts = page.locator('.jp-CodeCell .jp-OutputArea-output').all_inner_texts()
+        pytest.fail(f'no widget labelled {label!r} is rendered (is the ipywidgets front-end extension, '
+                    f'jupyterlab_widgets, installed?); the outputs show: {[t[:300] for t in texts]}')
+    return cell.locator('.jp-OutputArea-output').filter(has=page.locator('.jupyter-widgets')).first
+
+
+def slider(root, description: str):
+    return root.locator('.widget-slider').filter(
+        has=root.page.locator('label.widget-label', has_text=re.compile(f'^{re.escape(description)}$')))
+
+
+def type_into_readout(slider_locator, text: str) -> None:
+    """What a student does to type a value: click the slider's readout, select it, type, Enter."""
+    readout = slider_locator.locator('.widget-readout')
+    readout.click()
+    readout.press('ControlOrMeta+a')
+    readout.press_sequentially(text)
+    readout.press('Enter')
+
+
+def button(root, text: str):
+    """A widget button by its text (its accessible name also holds the Font Awesome glyph)."""
+    return root.locator('button.widget-button').filter(has_text=re.compile(f'^{re.escape(text)}$'))
+
+
+def plot_src(image) -> str:
+    src = image.get_attribute('src') or ''
+    assert src.startswith('data:image/png;base64,') and len(src) > 1000, src[:80]
+    return src
+
+
+def table_rounds(metrics) -> list[int]:
+    return [int(t) for t in metrics.locator('tr td:first-child').all_text_contents()]
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+def test_training_dashboard_in_jupyterlab(page, lab):
+    """Notebook 3: Run All, then sliders, Run, the plot redrawn; Stop mid-run; Run continues; Reset."""
+    started = time.monotonic()
+    open_and_run_all(page, lab, '03_federated_averaging.ipynb')
+    dashboard = widget_output(page, 'rounds per Run')
+    dashboard.scroll_into_view_if_needed()
+    root = dashboard.locator(':scope > .widget-vbox')
+    run = button(root, 'Run')
+    stop = button(root, 'Stop')
+    reset = button(root, 'Reset')
+    progress = root.locator('.widget-hprogress .progress-bar')
+    round_label = root.locator('div.widget-label')
+    status, error, metrics = (root.locator(':scope > .widget-html .widget-html-content').nth(i) for i in range(3))
+    image = root.locator('.widget-output img')
+
+    # After Run All: the notebook's own dashboard.run(block=True) trained run 1 (3 rounds in FAST mode).
+    expect(round_label).to_have_text('round 3 / 3 of run 1 (model trained 3 rounds)')
+    expect(progress).to_have_attribute('style', re.compile(r'width: 100%'))
+    expect(status).to_contain_text('Done: run 1 (lr=0.02, 3 clients, 2 epochs) trained 3 rounds.')
+    assert table_rounds(metrics) == [1, 2, 3]
+    expect(run).to_be_enabled()
+    expect(stop).to_be_disabled()
+    src_before = plot_src(image)
+    plot_before = shot(image, '03-0-plot-before')
+    shot(dashboard, '03-1-dashboard-after-run-all')
+
+    # A student moves the clients-per-round handle with the keyboard and types a learning rate.
+    clients = slider(root, 'clients per round')
+    clients.locator('.noUi-handle').focus()
+    clients.locator('.noUi-handle').press('ArrowRight')
+    clients.locator('.noUi-handle').press('ArrowRight')
+    expect(clients.locator('.widget-readout')).to_have_text('5')
+    learning_rate = slider(root, 'client learning rate')
+    type_into_readout(learning_rate, '0.05')
+    expect(learning_rate.locator('.widget-readout')).to_have_text(re.compile(r'^0\.05'))
+    shot(dashboard, '03-2-settings-changed')
+
+    run.click()
+    expect(round_label).to_have_text('round 3 / 3 of run 2 (model trained 6 rounds)')
+    expect(progress).to_have_attribute('style', re.compile(r'width: 100%'))
+    expect(progress).to_have_class(re.compile('progress-bar-success'))
+    # The new settings reached Python (the run's name) and the table and plot show the new rounds.
+    expect(status).to_contain_text(re.compile(r'Done: run 2 \(lr=0\.05\d*, 5 clients, 2 epochs, from round 3\) '
+                                              r'trained 3 rounds\.'))
+    expect(error).to_be_empty()
+    expect(run).to_be_enabled()
+    assert table_rounds(metrics) == [4, 5, 6]
+    expect(image).not_to_have_attribute('src', src_before)
+    plot_after = shot(image, '03-3-plot-after')
+    assert plot_after != plot_before, 'the convergence plot did not change after Run'
+    shot(dashboard, '03-3-dashboard-after-run')
+
+    # Stop during a longer run: it ends after the current round, short of the target.
+    rounds = slider(root, 'rounds per Run')
+    type_into_readout(rounds, '100')
+    expect(rounds.locator('.widget-readout')).to_have_text('100')
+    run.click()
+    # Stop once a round or two are trained (the label still shows run 2 until the first round ends).
+    expect(round_label).to_have_text(re.compile(r'^round ([2-9]|\d\d) / 100 of run 3 '))
+    expect(stop).to_be_enabled()
+    stop.click()
+    expect(status).to_contain_text(re.compile(r'Stopped after round \d+ \(\d+ of 100\)\. Press Run to continue\.'))
+    expect(run).to_be_enabled()
+    expect(stop).to_be_disabled()
+    expect(progress).to_have_class(re.compile('progress-bar-warning'))
+    stopped = re.match(r'round (\d+) / 100 of run 3 \(model trained (\d+) rounds\)', round_label.inner_text())
+    assert stopped, round_label.inner_text()
+    done, trained = map(int, stopped.groups())
+    assert 2 <= done < 100 and trained == 6 + done, (done, trained)
+    assert table_rounds(metrics)[-1] == trained
+    shot(dashboard, '03-4-dashboard-stopped')
+
+    # Run again continues the same run from where it stopped; Stop it again after a round or two.
+    run.click()
+    expect(status).to_contain_text(re.compile(rf'run 3 \(lr=0\.05.*\) continues from round {trained}\.'))
+    # The label shows the stopped run until the new first round ends: wait for a round trained after it.
+    expect(round_label).to_have_text(re.compile('|'.join(
+        rf'^round {k} / 100 of run 3 \(model trained {trained + k} rounds\)$' for k in range(1, 100))))
+    stop.click()
+    expect(status).to_contain_text('Stopped after round')
+    expect(run).to_be_enabled()
+    again = re.match(r'round (\d+) / 100 of run 3 \(model trained (\d+) rounds\)', round_label.inner_text())
+    assert again and int(again.group(2)) == trained + int(again.group(1)), round_label.inner_text()
+    assert table_rounds(metrics)[-1] == int(again.group(2))
+    expect(error).to_be_empty()
+    shot(dashboard, '03-5-dashboard-continued-and-stopped')
+
+    # Reset forgets every run.
+    plot_runs = plot_src(image)
+    reset.click()
+    expect(round_label).to_have_text('no rounds yet')
+    expect(status).to_have_text('All runs cleared.')
+    expect(metrics).to_be_empty()
+    expect(image).not_to_have_attribute('src', plot_runs)
+    shot(dashboard, '03-6-dashboard-reset')
+    print(f'\ndashboard test: {time.monotonic() - started:.0f} s')
+
+
+def test_client_explorer_in_jupyterlab(page, lab):
+    """Notebook 1: Run All, then pick another writer in the explorer's dropdown: the samples change."""
+    started = time.monotonic()
+    open_and_run_all(page, lab, '01_federated_data.ipynb')
+    explorer = widget_output(page, 'writer')
+    explorer.scroll_into_view_if_needed()
+    dropdown = explorer.locator('.widget-dropdown select')
+    info = explorer.locator('.widget-html-content').first
+    image = explorer.locator('.widget-output img')
+    options = dropdown.locator('option').all_text_contents()
+    assert len(options) > 3, options
+    expect(info).to_contain_text(f'{options[0]}:')
+    src_before = plot_src(image)
+    before = shot(image, '01-0-samples-before')
+    shot(explorer, '01-1-explorer-first-writer')
+
+    dropdown.select_option(label=options[3])  # as a student picks from the list
+    expect(info).to_contain_text(f'{options[3]}:')
+    expect(image).not_to_have_attribute('src', src_before)
+    after = shot(image, '01-2-samples-after')
+    assert after != before, 'the samples did not change with another writer'
+    expect(explorer.locator('.widget-html-content').nth(1)).to_be_empty()  # no error shown
+    shot(explorer, '01-2-explorer-other-writer')
+    print(f'\nexplorer test: {time.monotonic() - started:.0f} s')
