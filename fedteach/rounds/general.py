@@ -6,15 +6,11 @@ optimizer inside a ``tf.function`` (traced once per dataset structure and then
 reused across clients and rounds), and reports its new weights, the number of
 examples it trained on and its local metrics.
 
-Two things keep a client cheap (a tutorial client, 10 epochs x 5 batches, takes
-tens of milliseconds instead of ~80):
-
-* the train step (forward pass, gradient, optimizer update) is XLA-compiled
-  when the model allows it; a model whose step XLA cannot compile falls back
-  to a plain graph step, once, for the rest of the runner's life;
-* the dataset is iterated without ``tf.data``'s static graph optimizations,
-  which otherwise rewrite the pipeline every time a client's iterator is
-  created and cost more than they save on a client's few thousand examples.
+The dataset is iterated without ``tf.data``'s static graph optimizations,
+which otherwise rewrite the pipeline every time a client's iterator is
+created and cost more than they save on a client's few thousand examples.
+The train step is deliberately not XLA-compiled: XLA compiles once per batch
+shape, and every client's last, smaller batch would cost a compilation.
 """
 from __future__ import annotations
 
@@ -46,12 +42,10 @@ class ClientRunner:
         self.proximal_mu = float(proximal_mu)  # FedProx: local gradient += mu * (w - w_global)
         self._anchor = [tf.Variable(v.numpy(), trainable=False) for v in model.trainable_variables] if proximal_mu else []
         self._initial_local = [v.numpy() for v in model.local_variables]
-        self.jit_compile = True
         if optimizer is not None:
             optimizer.build(model.trainable_variables)
             self._initial_optimizer = [v.numpy() for v in optimizer.variables]
         self.trace_count = 0
-        self._step = tf.function(self._train_step, jit_compile=True)
         self._train_fn = tf.function(self._train_loop)
         self._evaluate_fn = tf.function(self._evaluate_loop)
 
@@ -76,16 +70,12 @@ class ClientRunner:
 
         Returns ``(new_weights, num_examples_trained, local_outputs)``.
         """
-        dataset = dataset.with_options(_OPTIONS)
-        try:
-            n = self._run_train(weights, dataset)
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-            if not self.jit_compile or "xla" not in str(error).lower():
-                raise
-            self.jit_compile = False  # the model's step does not compile with XLA: plain graph from now on
-            self._step = tf.function(self._train_step)
-            self._train_fn = tf.function(self._train_loop)
-            n = self._run_train(weights, dataset)
+        self.load(weights)
+        for v, w in zip(self.optimizer.variables, self._initial_optimizer):
+            v.assign(w)
+        for v, w in zip(self._anchor, weights.trainable.values()):
+            v.assign(w)
+        n = int(self._train_fn(dataset.with_options(_OPTIONS)))
         return self.weights(), n, self.model.report_local_outputs()
 
     def evaluate(self, weights: ModelWeights, dataset):
@@ -94,19 +84,11 @@ class ClientRunner:
         n = int(self._evaluate_fn(dataset.with_options(_OPTIONS)))
         return n, self.model.report_local_outputs()
 
-    def _run_train(self, weights, dataset) -> int:
-        self.load(weights)
-        for v, w in zip(self.optimizer.variables, self._initial_optimizer):
-            v.assign(w)
-        for v, w in zip(self._anchor, weights.trainable.values()):
-            v.assign(w)
-        return int(self._train_fn(dataset))
-
     def _train_loop(self, dataset):
         self.trace_count += 1
         n = tf.constant(0, tf.int64)
         for batch in dataset:
-            n += self._step(batch)
+            n += self._train_step(batch)
         return n
 
     def _train_step(self, batch):

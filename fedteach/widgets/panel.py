@@ -10,8 +10,8 @@ from fedteach.optimizers import SERVER_OPTIMIZERS
 
 __all__ = ['HyperparameterPanel']
 
-_STYLE = {'description_width': '11em'}
-_LAYOUT = w.Layout(width='27em')
+_STYLE = {'description_width': '13em'}
+_LAYOUT = w.Layout(width='29em')
 
 
 class HyperparameterPanel:
@@ -39,7 +39,7 @@ class HyperparameterPanel:
         def log_slider(description, low, high, value):
             return w.FloatLogSlider(value=value, base=10, min=min(low, math.floor(math.log10(value))),
                                     max=max(high, math.ceil(math.log10(value))), step=0.1,
-                                    readout_format='.3g', description=description, style=_STYLE, layout=_LAYOUT)
+                                    readout_format='.2g', description=description, style=_STYLE, layout=_LAYOUT)
 
         def int_slider(description, low, high, value):
             return w.IntSlider(value=value, min=low, max=max(high, value), description=description,
@@ -102,7 +102,8 @@ class HyperparameterPanel:
         """The ExperimentConfig of the current widget values (raises ValueError if one is invalid)."""
         values = {name: widget.value for name, widget in self.widgets.items()}
         for name in ('client_learning_rate', 'server_learning_rate'):
-            values[name] = float(f'{values[name]:.6g}')  # the log slider's float noise, e.g. 0.020000000000000004
+            # Two significant digits, as the readout shows: a typed 0.05 lands on 10**-1.3 = 0.0501187.
+            values[name] = float(f'{values[name]:.2g}')
         return ExperimentConfig(**values)
 
     @config.setter
