@@ -132,16 +132,19 @@ def shuffle_with_buffer(stream: np.ndarray, buffer_size: int, rng: np.random.Gen
     n = len(stream)
     if buffer_size >= n:
         return stream[rng.permutation(n)]
-    buffer = list(stream[:buffer_size])
-    out = np.empty_like(stream)
-    picks = rng.random(n)
-    for i in range(n):
-        j = int(picks[i] * len(buffer))
-        out[i] = buffer[j]
+    # Buffer sizes are known in advance (full, then shrinking as the input runs out), so the random
+    # picks are drawn at once; the loop itself only moves Python ints.
+    sizes = np.minimum(buffer_size, n - np.arange(n))
+    picks = (rng.random(n) * sizes).astype(np.int64).tolist()
+    values = stream.tolist()
+    buffer = values[:buffer_size]
+    out = []
+    for i, j in enumerate(picks):
+        out.append(buffer[j])
         nxt = buffer_size + i
         if nxt < n:
-            buffer[j] = stream[nxt]
+            buffer[j] = values[nxt]
         else:
             buffer[j] = buffer[-1]
             buffer.pop()
-    return out
+    return np.asarray(out, dtype=stream.dtype)

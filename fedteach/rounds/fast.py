@@ -30,7 +30,7 @@ from fedteach.data.pipeline import ClientDataset, shuffle_with_buffer
 class Layout:
     """A round's data laid out for the compiled function (see module docs)."""
 
-    examples: dict          # field -> array [num_examples_bucketed, ...]
+    examples: dict          # field -> tensor [num_examples_bucketed, ...]
     index: np.ndarray       # int32 [clients, steps, batch], rows of ``examples``
     mask: np.ndarray        # float32 [clients, steps, batch], 1 for real examples
     num_examples: np.ndarray  # int64 [clients], examples each client trains on
@@ -117,6 +117,7 @@ class Layouter:
         self.input_spec = input_spec
         self.num_classes = num_classes
         self._map_fns = {}
+        self._last = None  # (the last round's datasets, their mapped examples and row offsets)
 
     def _mapper(self, fns, raw_spec):
         key = (_map_key(fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()))
@@ -136,72 +137,96 @@ class Layouter:
         return self._map_fns[key]
 
     def layout(self, datasets, rngs) -> Layout:
+        """Lays out a round; the same dataset objects as last round (the tutorial reuses them) are
+        mapped once, like ``tf.data``'s ``cache()``: map functions are taken to be deterministic."""
+        streams = [_client_stream(ds, rng) for ds, rng in zip(datasets, rngs)]
+        if self._last is not None and len(self._last[0]) == len(datasets) and all(
+                a is b for a, b in zip(self._last[0], datasets)):
+            examples, offsets = self._last[1:]
+        else:
+            examples, offsets = self._map(datasets)
+            self._last = (list(datasets), examples, offsets)
+        index, mask = _index(streams, offsets)
+        return Layout(examples, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+
+    def _map(self, datasets):
+        """The round's examples, mapped and padded to a bucket of rows, and each client's first row."""
         groups = collections.OrderedDict()  # clients that share their map functions
-        streams = []
-        for i, (ds, rng) in enumerate(zip(datasets, rngs)):
+        for i, ds in enumerate(datasets):
             fns = [s.args[0] for s in ds.steps if s.kind == "map"]
             groups.setdefault(_map_key(fns), (fns, []))[1].append(i)
-            streams.append(_client_stream(ds, rng))
-        mapped = [None] * len(datasets)
+        # Each group's raw examples are mapped in one call; the groups' outputs are stacked as they
+        # come (the index tensor points at rows, so clients need not be in order).
+        parts, offsets, start = [], [0] * len(datasets), 0
         for fns, members in groups.values():
             raw = {k: np.concatenate([datasets[i].source[k] for i in members]) for k in datasets[members[0]].source}
             spec = {k: tf.TensorSpec(v.shape[1:], tf.as_dtype(v.dtype)) for k, v in raw.items()}
-            out = self._mapper(fns, spec)(raw) if fns else raw
-            out = {k: np.asarray(v) for k, v in out.items()}
-            start = 0
+            out = self._mapper(fns, spec)(raw) if fns else {k: tf.constant(v) for k, v in raw.items()}
             for i in members:
-                n = len(next(iter(datasets[i].source.values())))
-                mapped[i] = {k: v[start:start + n] for k, v in out.items()}
-                start += n
-        self._check_structure(mapped, datasets)
-        return _pack(mapped, streams, list(self.input_spec))
+                offsets[i] = start
+                start += len(next(iter(datasets[i].source.values())))
+            parts.append((out, members))
+        self._check_structure(parts, datasets)
+        rows = bucket(start)
+        examples = {}
+        for k in self.input_spec:
+            field = parts[0][0][k] if len(parts) == 1 else tf.concat([out[k] for out, _ in parts], 0)
+            examples[k] = tf.pad(field, [[0, rows - start]] + [[0, 0]] * (field.shape.rank - 1))
+        return examples, offsets
 
-    def _check_structure(self, mapped, datasets):
-        for fields, ds in zip(mapped, datasets):
-            if set(fields) != set(self.input_spec):
+    def _check_structure(self, parts, datasets):
+        for out, members in parts:
+            if set(out) != set(self.input_spec):
                 raise ValueError(
-                    f"client {ds.client_id!r}: its batches have fields {sorted(fields)} but the model's "
-                    f"input_spec expects {sorted(self.input_spec)}. Check the preprocess function's map.")
+                    f"client {datasets[members[0]].client_id!r}: its batches have fields {sorted(out)} but the "
+                    f"model's input_spec expects {sorted(self.input_spec)}. Check the preprocess function's map.")
             for key, spec in self.input_spec.items():
-                shape = tuple(fields[key].shape[1:])
+                shape = tuple(out[key].shape[1:])
                 expected = tf.TensorShape(spec.shape[1:])
                 if not expected.is_compatible_with(shape):
                     raise ValueError(
-                        f"client {ds.client_id!r}, field {key!r}: examples have shape {list(shape)} but the "
-                        f"model's input_spec expects {expected.as_list()} (batch shape {spec.shape}). "
-                        "Reshape it in the preprocess function.")
-            labels = fields.get("y")
-            if self.num_classes is not None and labels is not None and labels.size:
-                low, high = int(labels.min()), int(labels.max())
-                if low < 0 or high >= self.num_classes:
-                    raise ValueError(
-                        f"client {ds.client_id!r}, field 'y': label {high if high >= self.num_classes else low} is "
-                        f"outside the model's {self.num_classes} classes (labels must be 0..{self.num_classes - 1}; "
-                        f"this client's labels span {low}..{high}). Give the last layer at least {high + 1} units, "
-                        "or fix the labels.")
+                        f"client {datasets[members[0]].client_id!r}, field {key!r}: examples have shape "
+                        f"{list(shape)} but the model's input_spec expects {expected.as_list()} (batch shape "
+                        f"{spec.shape}). Reshape it in the preprocess function.")
+            if self.num_classes is not None and "y" in out:
+                self._check_labels(out["y"].numpy(), [datasets[i] for i in members])
+
+    def _check_labels(self, labels, datasets):
+        start = 0
+        for ds in datasets:
+            n = len(next(iter(ds.source.values())))
+            mine, start = labels[start:start + n], start + n
+            if not mine.size:
+                continue
+            low, high = int(mine.min()), int(mine.max())
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f"client {ds.client_id!r}, field 'y': label {high if high >= self.num_classes else low} is "
+                    f"outside the model's {self.num_classes} classes (labels must be 0..{self.num_classes - 1}; "
+                    f"this client's labels span {low}..{high}). Give the last layer at least {high + 1} units, "
+                    "or fix the labels.")
 
 
-def _pack(mapped, streams, keys) -> Layout:
-    sizes = [len(next(iter(m.values()))) for m in mapped]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    total = int(offsets[-1])
+def _index(streams, offsets):
+    """Rows of each client's batches, ``[clients, steps, batch]``, and the mask of real examples."""
     steps = bucket(max((len(s) for s in streams), default=1))
     batch = max((len(b) for s in streams for b in s), default=1)
     index = np.zeros((len(streams), steps, batch), np.int32)
     mask = np.zeros((len(streams), steps, batch), np.float32)
     for c, stream in enumerate(streams):
-        for t, b in enumerate(stream):
-            index[c, t, :len(b)] = b + offsets[c]
-            mask[c, t, :len(b)] = 1.0
-    rows = bucket(total)
-    examples = {}
-    for k in keys:
-        parts = [m[k] for m in mapped]
-        first = parts[0]
-        buf = np.zeros((rows,) + first.shape[1:], first.dtype)
-        np.concatenate(parts, out=buf[:total]) if total else None
-        examples[k] = buf
-    return Layout(examples, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+        if not stream:
+            continue
+        if all(len(b) == batch for b in stream[:-1]):  # the usual case: full batches, then a shorter last one
+            flat = np.concatenate(stream)
+            rows = np.zeros(len(stream) * batch, np.int32)
+            rows[:len(flat)] = flat + offsets[c]
+            index[c, :len(stream)] = rows.reshape(len(stream), batch)
+            mask[c, :len(stream)].reshape(-1)[:len(flat)] = 1.0
+        else:
+            for t, b in enumerate(stream):
+                index[c, t, :len(b)] = b + offsets[c]
+                mask[c, t, :len(b)] = 1.0
+    return index, mask
 
 
 def unsupported_model(model, optimizer) -> str | None:
@@ -242,7 +267,7 @@ class FastTrainer:
         stacked (one array ``[clients, ...]`` per variable), for aggregators.
         """
         args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
-                {k: tf.constant(v) for k, v in layout.examples.items()},
+                layout.examples,
                 tf.constant(layout.index), tf.constant(layout.mask),
                 tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate),
                 bool(return_clients))
