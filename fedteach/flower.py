@@ -194,7 +194,7 @@ def to_flower_apps(experiment: FlowerExperiment | str | None = None, *, result_p
     with the model's ``federated_output_computation``.
     """
     _require_flower()
-    from flwr.app import ArrayRecord, Message, RecordDict
+    from flwr.app import Message, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
 
@@ -480,7 +480,6 @@ def run_local_federation(experiment: str, *, num_rounds: int | None = None, expe
         verbose: print the processes' logs at the end.
     """
     _require_flower()
-    import psutil  # noqa: F401  (a dependency of the flower extra's test; used to find descendants)
     exp = _resolve(experiment)
     module_name = experiment.partition(":")[0]
     if experiment_file is None:

@@ -4,12 +4,10 @@ A tiny softmax regression (4 features, 3 classes), three clients of different
 sizes, no shuffling, non-zero starting weights; every reference below is a
 plain float64 loop that reads like the paper.
 """
-import collections
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import fedteach as ft
 from fedteach import aggregators, optimizers

@@ -3,7 +3,6 @@
 Every error names the value that is wrong, says what was expected and how to fix it.
 Each test reads as one documented behaviour; the data are tiny so the whole file runs fast.
 """
-import warnings
 
 import keras
 import numpy as np

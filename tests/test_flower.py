@@ -6,7 +6,6 @@ ServerApp/ClientApp processes they spawn) on loopback, runs 3 rounds of the
 tutorial's workload and checks the losses against fedteach's simulation and
 that every process it started is gone afterwards (~1.5 minutes on 2 cores).
 """
-import collections
 import textwrap
 
 import flwr  # noqa: F401  (the optional extra must be installed: a missing one fails, never skips)

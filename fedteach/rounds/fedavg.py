@@ -67,6 +67,16 @@ class ServerOptimizer:
         return ModelWeights(trainable, weights.non_trainable), tuple(s.numpy() for s in new_state)
 
 
+def build_server(server_optimizer_fn, model, default_learning_rate: float) -> ServerOptimizer:
+    """The server side of a process: ``server_optimizer_fn()`` (default plain SGD), checked."""
+    optimizer = server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(default_learning_rate)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(optimizer).__name__}")
+    check_positive("server learning rate", optimizer.learning_rate,
+                   f"e.g. server_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate={default_learning_rate:g})")
+    return ServerOptimizer(optimizer, general.ClientRunner(model).weights())
+
+
 def _copy_optimizer(optimizer):
     return optimizer.__class__.from_config(optimizer.get_config())
 
@@ -129,12 +139,7 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
         raise TypeError(f"client_optimizer_fn must return a Keras optimizer, got {type(client_optimizer).__name__}")
     check_positive("client learning rate", client_optimizer.learning_rate,
                    "e.g. client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02)")
-    server_optimizer = server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(1.0)
-    if not isinstance(server_optimizer, keras.optimizers.Optimizer):
-        raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(server_optimizer).__name__}")
-    check_positive("server learning rate", server_optimizer.learning_rate,
-                   "e.g. server_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=1.0)")
-    server = ServerOptimizer(server_optimizer, general.ClientRunner(model).weights())
+    server = build_server(server_optimizer_fn, model, default_learning_rate=1.0)
     return FederatedAveraging(model, client_optimizer, server, seed=seed, engine=engine, verbose=verbose,
                               proximal_mu=proximal_mu, aggregator=aggregator).process
 

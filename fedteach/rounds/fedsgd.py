@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from fedteach.rounds import fast, general
-from fedteach.rounds.fedavg import FederatedAveraging, ServerOptimizer, _skip_empty
-from fedteach.rounds.process import check_model_fn, check_positive
+from fedteach.rounds.fedavg import FederatedAveraging, ServerOptimizer, _skip_empty, build_server
+from fedteach.rounds.process import check_model_fn
 from fedteach.rounds.state import ModelWeights
 
 __all__ = ["build_federated_sgd_process"]
@@ -64,12 +64,7 @@ def build_federated_sgd_process(model_fn, server_optimizer_fn=None, *, seed: int
         raise ValueError(f"engine must be 'auto', 'fast' or 'general', got {engine!r}")
     keras.utils.set_random_seed(seed)
     model = check_model_fn(model_fn)
-    server_optimizer = server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(0.1)
-    if not isinstance(server_optimizer, keras.optimizers.Optimizer):
-        raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(server_optimizer).__name__}")
-    check_positive("server learning rate", server_optimizer.learning_rate,
-                   "e.g. server_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.1)")
-    server = ServerOptimizer(server_optimizer, general.ClientRunner(model).weights())
+    server = build_server(server_optimizer_fn, model, default_learning_rate=0.1)
     # The client optimizer is never stepped: SGD(1.0) only turns a gradient g into the update -g.
     return FederatedSGD(model, keras.optimizers.SGD(1.0), server, seed=seed, engine=engine, verbose=verbose,
                         aggregator=aggregator).process

@@ -14,7 +14,6 @@ shape, and every client's last, smaller batch would cost a compilation.
 """
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from fedteach.rounds.state import ModelWeights
