@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import numpy as np
 
+from fedteach.rounds import fast
 from fedteach.rounds.general import ClientRunner
 from fedteach.rounds.process import (Computation, check_client_datasets, check_model_fn, client_name,
                                      clients_data_type, function_type, metrics_type, server_type)
@@ -33,6 +35,11 @@ def build_federated_evaluation(model_fn) -> Computation:
     runner = ClientRunner(model)
     template = runner.weights()
     result_type = metrics_type(model, model.report_local_outputs())
+    # The fast engine's layout serves evaluation too: one compiled forward pass for all clients.
+    evaluator = fast.FastEvaluator(model) if fast.unsupported_model(model, keras.optimizers.SGD()) is None else None
+
+    def fast_possible(federated_data):
+        return evaluator is not None and all(fast.unsupported_pipeline(ds) is None for ds in federated_data)
 
     def evaluation(model_weights, federated_data) -> RoundMetrics:
         weights = model_weights.model if isinstance(model_weights, ServerState) else model_weights
@@ -48,8 +55,12 @@ def build_federated_evaluation(model_fn) -> Computation:
         if not federated_data:
             raise ValueError("evaluation needs at least one client: federated_data is empty. Pass a list with "
                              "one dataset per client, e.g. ft.make_federated_data(test_data, ids, preprocess).")
-        check_client_datasets(model, federated_data)
-        results = [runner.evaluate(weights, ds) for ds in federated_data]
+        check_client_datasets(model, federated_data, check_specs=not fast_possible(federated_data))
+        if fast_possible(federated_data):
+            runner.load(weights)
+            results = [(int(out["num_examples"]), out) for out in evaluator.outputs(federated_data)]
+        else:
+            results = [runner.evaluate(weights, ds) for ds in federated_data]
         outputs = [out for n, out in results if n > 0]
         if not outputs:
             raise ValueError("every client's dataset is empty: nothing to evaluate. Check the client ids and "

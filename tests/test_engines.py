@@ -173,3 +173,25 @@ def test_a_custom_model_takes_the_general_path_and_reuses_its_function(clients):
             traces = process.trace_count
     assert process.trace_count == traces
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("build", [linear, cnn], ids=["linear", "cnn"])
+def test_fast_and_general_evaluation_agree(clients, build):
+    """Evaluation takes the fast layout for tutorial-style datasets; a plain tf.data pipeline takes the loop."""
+    preprocess = tutorial_preprocess(epochs=2, shuffle=False)
+    data = [preprocess(clients.create_tf_dataset_for_client(c)) for c in clients.client_ids[:4]]
+    spec = {"x": tf.TensorSpec([None, 784], tf.float32), "y": tf.TensorSpec([None, 1], tf.int32)}
+
+    def model_fn():
+        return ft.from_keras_model(build(), keras.losses.SparseCategoricalCrossentropy(), spec,
+                                   metrics=[keras.metrics.SparseCategoricalAccuracy()])
+
+    process = ft.build_federated_averaging_process(model_fn, lambda: keras.optimizers.SGD(0.05))
+    state, _ = process.next(process.initialize(), data)
+    evaluation = ft.build_federated_evaluation(model_fn)
+    fast = evaluation(state.model, data)
+    general = evaluation(state.model, [ds.to_tf_dataset() for ds in data])
+    assert fast["num_examples"] == general["num_examples"] == 2 * sum(clients.num_examples(c) for c in
+                                                                        clients.client_ids[:4])
+    assert fast["loss"] == pytest.approx(general["loss"], rel=1e-5)
+    assert fast["sparse_categorical_accuracy"] == pytest.approx(general["sparse_categorical_accuracy"], abs=1e-6)
