@@ -332,18 +332,24 @@ class FastTrainer:
             return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs, [w.numpy() for w in clients[0]]
         return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
-        self.trace_count += 1
-        model, net = self.model, self.model.keras_model
+    def _start(self, trainable, non_trainable, index):
+        """Every client's copy of the weights, zero metric states, and the per-client forward pass."""
         clients = tf.shape(index)[0]
         stack = lambda ws: [tf.tile(w[None], tf.concat([[clients], tf.ones_like(tf.shape(w))], 0)) for w in ws]
-        tv, ntv = stack(trainable), stack(non_trainable)
-        ms = [[tf.zeros([clients]), tf.zeros([clients])] for _ in model.metrics]
-        loss_sum = tf.zeros([clients])
+        ms = [[tf.zeros([clients]), tf.zeros([clients])] for _ in self.model.metrics]
+        net = self.model.keras_model
 
         def forward(args):
             tv_c, ntv_c, x_c = args
             return net.stateless_call(tv_c, ntv_c, x_c, training=True)
+
+        return clients, stack(trainable), stack(non_trainable), ms, forward
+
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
+        self.trace_count += 1
+        model = self.model
+        clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
+        loss_sum = tf.zeros([clients])
 
         def step(t, tv, ntv, ms, loss_sum):
             rows = index[:, t]

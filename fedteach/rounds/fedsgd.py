@@ -79,16 +79,9 @@ class GradientTrainer(fast.FastTrainer):
 
     def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
         self.trace_count += 1
-        model, net = self.model, self.model.keras_model
-        clients = tf.shape(index)[0]
-        stack = lambda ws: [tf.tile(w[None], tf.concat([[clients], tf.ones_like(tf.shape(w))], 0)) for w in ws]
-        tv, ntv = stack(trainable), stack(non_trainable)
-        ms = [[tf.zeros([clients]), tf.zeros([clients])] for _ in model.metrics]
+        model = self.model
+        clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         acc = [tf.zeros_like(w) for w in tv]
-
-        def forward(args):
-            tv_c, ntv_c, x_c = args
-            return net.stateless_call(tv_c, ntv_c, x_c, training=True)
 
         def step(t, acc, ntv, ms, loss_sum):
             rows, m = index[:, t], mask[:, t]
