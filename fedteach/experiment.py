@@ -400,14 +400,11 @@ def build_aggregator(config: ExperimentConfig, total_clients: int):
 
 def _build_process(config: ExperimentConfig, model_fn, aggregator):
     server_fn = server_optimizer_fn(config.server_optimizer, config.server_learning_rate)
-    # The fast engine cannot compile the CNN's convolution (XLA needs a fixed tensor list size).
-    engine = 'general' if config.model == 'cnn' else 'auto'
     if config.algorithm == 'fedsgd':
-        return build_federated_sgd_process(model_fn, server_fn, seed=config.seed, engine=engine,
-                                           aggregator=aggregator)
+        return build_federated_sgd_process(model_fn, server_fn, seed=config.seed, aggregator=aggregator)
     return build_federated_averaging_process(
         model_fn, client_optimizer_fn=lambda: keras.optimizers.SGD(config.client_learning_rate),
-        server_optimizer_fn=server_fn, seed=config.seed, engine=engine,
+        server_optimizer_fn=server_fn, seed=config.seed,
         proximal_mu=config.proximal_mu if config.algorithm == 'fedprox' else 0.0, aggregator=aggregator)
 
 

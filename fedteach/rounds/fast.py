@@ -377,7 +377,8 @@ class FastTrainer:
                 values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
                                     tf.shape(m))
                 ms_new.append([metric_total + tf.reduce_sum(values * m, axis=1), metric_count + count])
-            return t + 1, tv_new, ntv_new, ms_new, loss_sum + loss * count
+            keep = lambda new, old: [tf.ensure_shape(a, b.shape) for a, b in zip(new, old)]  # pfor may drop them
+            return t + 1, keep(tv_new, tv), keep(ntv_new, ntv), ms_new, loss_sum + loss * count
 
         real_steps = tf.reduce_sum(tf.cast(tf.reduce_any(mask > 0, axis=[0, 2]), tf.int32))  # a prefix
         _, tv, ntv, ms, loss_sum = tf.while_loop(

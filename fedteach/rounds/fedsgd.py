@@ -103,6 +103,7 @@ class GradientTrainer(fast.FastTrainer):
                 values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
                                     tf.shape(m))
                 ms_new.append([metric_total + tf.reduce_sum(values * m, axis=1), metric_count + count])
+            ntv_new = [tf.ensure_shape(a, b.shape) for a, b in zip(ntv_new, ntv)]  # pfor may drop static shapes
             return t + 1, [a + g for a, g in zip(acc, grads)], ntv_new, ms_new, loss_sum + summed
 
         _, acc, ntv, ms, loss_sum = tf.while_loop(
