@@ -207,6 +207,13 @@ class Layouter:
                     "or fix the labels.")
 
 
+def _where_active(count, new, old):
+    """Per client, ``new`` where the client had real examples this step, else ``old``."""
+    def active(w):
+        return tf.reshape(count > 0, tf.concat([[-1], tf.ones_like(tf.shape(w)[1:])], 0))
+    return [tf.where(active(a), a, b) for a, b in zip(new, old)]
+
+
 def _index(streams, offsets):
     """Rows of each client's batches, ``[clients, steps, batch]``, and the mask of real examples."""
     steps = bucket(max((len(s) for s in streams), default=1))
@@ -345,6 +352,15 @@ class FastTrainer:
 
         return clients, stack(trainable), stack(non_trainable), ms, forward
 
+    def _update_metrics(self, ms, flat_y, flat_preds, mask, count):
+        """Adds a step's per-example metric values (masked) to each client's (total, count) states."""
+        updated = []
+        for metric, (total, seen) in zip(self.model.metrics, ms):
+            values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
+                                tf.shape(mask))
+            updated.append([total + tf.reduce_sum(values * mask, axis=1), seen + count])
+        return updated
+
     def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
         self.trace_count += 1
         model = self.model
@@ -371,12 +387,8 @@ class FastTrainer:
                 grads = [g + tf.cast(active(w), w.dtype) * self.proximal_mu * (w - w0)
                          for g, w, w0 in zip(grads, tv, trainable)]
             tv_new = [w - lr * g for w, g in zip(tv, grads)]
-            ntv_new = [tf.where(active(a), a, b) for a, b in zip(ntv_new, ntv)]
-            ms_new = []
-            for metric, (metric_total, metric_count) in zip(model.metrics, ms):
-                values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
-                                    tf.shape(m))
-                ms_new.append([metric_total + tf.reduce_sum(values * m, axis=1), metric_count + count])
+            ntv_new = _where_active(count, ntv_new, ntv)
+            ms_new = self._update_metrics(ms, flat_y, flat_preds, m, count)
             keep = lambda new, old: [tf.ensure_shape(a, b.shape) for a, b in zip(new, old)]  # pfor may drop them
             return t + 1, keep(tv_new, tv), keep(ntv_new, ntv), ms_new, loss_sum + loss * count
 

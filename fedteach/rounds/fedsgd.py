@@ -96,13 +96,8 @@ class GradientTrainer(fast.FastTrainer):
                 summed = tf.reduce_sum(per_example * m, axis=1)   # [clients]
                 total = tf.reduce_sum(summed)
             grads = tape.gradient(total, tv)                       # per client: sum of per-example gradients
-            active = lambda w: tf.reshape(count > 0, tf.concat([[-1], tf.ones_like(tf.shape(w)[1:])], 0))
-            ntv_new = [tf.where(active(a), a, b) for a, b in zip(ntv_new, ntv)]
-            ms_new = []
-            for metric, (metric_total, metric_count) in zip(model.metrics, ms):
-                values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
-                                    tf.shape(m))
-                ms_new.append([metric_total + tf.reduce_sum(values * m, axis=1), metric_count + count])
+            ntv_new = fast._where_active(count, ntv_new, ntv)
+            ms_new = self._update_metrics(ms, flat_y, flat_preds, m, count)
             ntv_new = [tf.ensure_shape(a, b.shape) for a, b in zip(ntv_new, ntv)]  # pfor may drop static shapes
             return t + 1, [a + g for a, g in zip(acc, grads)], ntv_new, ms_new, loss_sum + summed
 
