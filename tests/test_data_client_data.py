@@ -163,6 +163,22 @@ def test_from_h5_opens_many_clients_quickly_and_reads_one_lazily(tmp_path):
     assert opened < 0.5
 
 
+def test_from_h5_reads_compressed_and_contiguous_fields_alike(tmp_path):
+    clients = make_emnist_like_clients(3, [4, 0, 6], seed=2)
+    write_emnist_h5(tmp_path / 'plain.h5', clients)
+    with h5py.File(tmp_path / 'packed.h5', 'w') as h5:
+        for cid, fields in clients.items():
+            for name, array in fields.items():
+                h5.create_dataset(f'examples/{cid}/{name}', data=array, compression='gzip', chunks=True)
+    plain, packed = ClientData.from_h5(tmp_path / 'plain.h5'), ClientData.from_h5(tmp_path / 'packed.h5')
+    for cid, fields in clients.items():
+        for got in (plain.client_arrays(cid), packed.client_arrays(cid)):
+            for name, array in fields.items():
+                np.testing.assert_array_equal(got[name], array)
+                assert got[name].dtype == array.dtype and not got[name].flags.writeable
+    assert [packed.num_examples(c) for c in packed.client_ids] == [4, 0, 6]
+
+
 def test_from_h5_explains_missing_or_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError, match='No HDF5 file'):
         ClientData.from_h5(tmp_path / 'missing.h5')

@@ -240,22 +240,14 @@ class ClientData:
                 f'{path!r} is not a federated HDF5 file: expected clients under the '
                 "group 'examples' (examples/<client_id>/<field>), as TFF writes them."
             )
-        examples = h5['examples']
-        client_ids = sorted(examples)
-        first = examples[client_ids[0]]
+        client_ids = sorted(h5['examples'])
+        first = h5['examples'][client_ids[0]]
         raw_spec = {
             name: tf.TensorSpec(first[name].shape[1:], tf.as_dtype(first[name].dtype))
             for name in first
         }
-
-        def read_arrays(client_id: str) -> Arrays:
-            return {name: dataset[()] for name, dataset in examples[client_id].items()}
-
-        def count_examples(client_id: str) -> int:
-            group = examples[client_id]
-            return group[next(iter(group))].shape[0]
-
-        return cls(client_ids, read_arrays, count_examples, raw_spec)
+        clients = _H5Clients(h5, path, list(raw_spec))
+        return cls(client_ids, clients.read, clients.count, raw_spec)
 
     # ---------------------------------------------------------------- access
     @property
@@ -385,6 +377,51 @@ class ClientData:
     def _check_known(self, client_id: str) -> None:
         if client_id not in self._known:
             raise UnknownClientError(client_id, self._client_ids)
+
+
+class _H5Clients:
+    """Reads clients of an open federated HDF5 file.
+
+    A client's fields are located once (HDF5 name lookups, ~40 us per client);
+    a field stored contiguously and uncompressed, as TFF's files and
+    `write_emnist_h5` store them, is then a read-only view of a memory map of
+    the file: no HDF5 call and no copy. Other fields (chunked, compressed) are
+    read through h5py.
+    """
+
+    def __init__(self, h5: h5py.File, path: str, fields: list[str]):
+        self._h5 = h5  # keeps the file open
+        self._examples = h5py.h5g.open(h5.id, b'examples')
+        self._map = np.memmap(path, np.uint8, 'r')
+        self._fields = [name.encode() for name in fields]
+        self._located: dict[str, list] = {}  # client id -> [(field, shape, dtype, offset or h5py dataset)]
+
+    def _locate(self, client_id: str) -> list:
+        if client_id not in self._located:
+            group = h5py.h5g.open(self._examples, client_id.encode())
+            located = []
+            for name in self._fields:
+                dataset = h5py.h5d.open(group, name)
+                offset = dataset.get_offset()
+                located.append((name.decode(), dataset.shape, dataset.dtype,
+                                dataset if offset is None else offset))
+            self._located[client_id] = located
+        return self._located[client_id]
+
+    def read(self, client_id: str) -> Arrays:
+        arrays = {}
+        for name, shape, dtype, where in self._locate(client_id):
+            if isinstance(where, int):
+                arrays[name] = np.frombuffer(self._map, dtype, int(np.prod(shape)), where).reshape(shape)
+            else:  # chunked or compressed, or empty (no storage)
+                array = np.empty(shape, dtype)
+                if array.size:
+                    where.read(h5py.h5s.ALL, h5py.h5s.ALL, array)
+                arrays[name] = _read_only(array)
+        return arrays
+
+    def count(self, client_id: str) -> int:
+        return self._locate(client_id)[0][1][0]
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
