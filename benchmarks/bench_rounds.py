@@ -1,6 +1,7 @@
 """Round-time benchmark of fedteach's engines against a hand-written bound.
 
-Run: ``/work/venv/bin/python benchmarks/bench_rounds.py`` (a few minutes, one process).
+Run: ``python benchmarks/bench_rounds.py`` (a few minutes, one process);
+``python benchmarks/bench_rounds.py W2 W4`` runs only the workloads whose names start so.
 
 Workloads (data generated in federated EMNIST's layout; W2-W4 read an
 EMNIST-sized HDF5 file, 3,383 clients / 341,873 examples, written to a temp dir):
@@ -110,12 +111,13 @@ class Workload:
         self.preprocess = ft.preprocess_for_tutorial(epochs, 20, shuffle, seed=None)
         self.epochs, self.shuffle, self.fixed = epochs, shuffle, fixed
         self.reuse, self._data = reuse, None  # reuse: build the datasets once, as the tutorial does
+        self._ids = np.array(client_data.client_ids)  # sampling the ids is not part of the measured round
 
     def ids(self, round_num):
         if self.fixed is not None:
             return self.fixed
         rng = np.random.default_rng(round_num)
-        return list(rng.choice(self.client_data.client_ids, self.k, replace=False))
+        return rng.choice(self._ids, self.k, replace=False).tolist()
 
     def data(self, round_num):
         if self.reuse and self._data is not None:
@@ -277,7 +279,10 @@ def main():
         header = f"{'workload':<44} {'engine':<8} {'median ms':>9} {'first s':>8} {'peak +MiB':>9} {'fast/bound':>10}"
         print(header)
         print("-" * len(header))
+        wanted = sys.argv[1:]
         for w in workloads:
+            if wanted and not any(w.name.startswith(prefix) for prefix in wanted):
+                continue
             *bound, name = run_bound(w)
             rows = {name: bound, "fast": run_fedteach(w, "fast")}
             if not w.reuse:

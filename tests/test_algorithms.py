@@ -11,6 +11,7 @@ import pytest
 
 import fedteach as ft
 from fedteach import aggregators, optimizers
+from fedteach.rounds.fedavg import ServerOptimizer
 from fedteach.rounds.fedprox import build_fedprox_process
 from fedteach.rounds.fedsgd import build_federated_sgd_process
 
@@ -204,6 +205,22 @@ def test_server_optimizers_equal_numpy_over_three_rounds(name):
         w, b = reference.step([w, b], [weighted([d[0] for d in deltas], counts),
                                        weighted([d[1] for d in deltas], counts)])
     assert_weights(state, w, b, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("learning_rate", [1.0, 0.7, 0.013])
+def test_the_servers_numpy_sgd_step_is_keras_sgd_bit_for_bit(learning_rate):
+    """Plain server SGD skips TensorFlow; its weights and state equal Keras' SGD step exactly."""
+    rng = np.random.default_rng(0)
+    weights = ft.ModelWeights.from_lists([rng.normal(size=(6, 3)).astype(np.float32)], [], ["kernel"])
+    update = [rng.normal(size=(6, 3)).astype(np.float32)]
+    server = ServerOptimizer(keras.optimizers.SGD(learning_rate), weights)
+    assert server._plain_sgd
+    new, state = server.apply(weights, server.initial_state(), update)
+    server._plain_sgd = False  # the Keras optimizer's compiled step
+    expected, expected_state = server.apply(weights, server.initial_state(), update)
+    np.testing.assert_array_equal(new.trainable["kernel"], expected.trainable["kernel"])
+    assert new.trainable["kernel"].dtype == np.float32 and state == expected_state == (1,)
+    assert not ServerOptimizer(keras.optimizers.SGD(1.0, momentum=0.9), weights)._plain_sgd
 
 
 # --- aggregators in a process --------------------------------------------------------------------------

@@ -208,8 +208,9 @@ class ClientData:
 
         The layout is `examples/<client_id>/<field>`, e.g. `label` (int32 [n])
         and `pixels` (float32 [n, 28, 28]) for federated EMNIST. The file stays
-        open and each client is read only when asked for, so opening even the
-        full EMNIST file is fast. Client ids are sorted, as in TFF.
+        open: opening finds where each client's arrays lie (~0.15 s for
+        federated EMNIST's 3,383 writers) and a client is read only when asked
+        for, in microseconds. Client ids are sorted, as in TFF.
 
         Args:
             path: the .h5 file.
@@ -246,7 +247,7 @@ class ClientData:
             name: tf.TensorSpec(first[name].shape[1:], tf.as_dtype(first[name].dtype))
             for name in first
         }
-        clients = _H5Clients(h5, path, list(raw_spec))
+        clients = _H5Clients(h5, path, client_ids, list(raw_spec))
         return cls(client_ids, clients.read, clients.count, raw_spec)
 
     # ---------------------------------------------------------------- access
@@ -382,35 +383,34 @@ class ClientData:
 class _H5Clients:
     """Reads clients of an open federated HDF5 file.
 
-    A client's fields are located once (HDF5 name lookups, ~40 us per client);
-    a field stored contiguously and uncompressed, as TFF's files and
-    `write_emnist_h5` store them, is then a read-only view of a memory map of
-    the file: no HDF5 call and no copy. Other fields (chunked, compressed) are
-    read through h5py.
+    Every client's fields are located when the file is opened (HDF5 lookups,
+    ~40 us per client, ~0.15 s for federated EMNIST's 3,383 writers). A field
+    stored contiguously and uncompressed, as TFF's files and `write_emnist_h5`
+    store them, is then read as a read-only view of a memory map of the file:
+    no HDF5 call and no copy. Other fields (chunked, compressed) are read
+    through h5py.
     """
 
-    def __init__(self, h5: h5py.File, path: str, fields: list[str]):
+    def __init__(self, h5: h5py.File, path: str, client_ids: list[str], fields: list[str]):
         self._h5 = h5  # keeps the file open
-        self._examples = h5py.h5g.open(h5.id, b'examples')
         self._map = np.memmap(path, np.uint8, 'r')
-        self._fields = [name.encode() for name in fields]
-        self._located: dict[str, list] = {}  # client id -> [(field, shape, dtype, offset or h5py dataset)]
+        examples = h5py.h5g.open(h5.id, b'examples')
+        names = [name.encode() for name in fields]
+        # client id -> [(field, shape, dtype, offset or h5py dataset)]
+        self._located = {c: self._locate(h5py.h5g.open(examples, c.encode()), names) for c in client_ids}
 
-    def _locate(self, client_id: str) -> list:
-        if client_id not in self._located:
-            group = h5py.h5g.open(self._examples, client_id.encode())
-            located = []
-            for name in self._fields:
-                dataset = h5py.h5d.open(group, name)
-                offset = dataset.get_offset()
-                located.append((name.decode(), dataset.shape, dataset.dtype,
-                                dataset if offset is None else offset))
-            self._located[client_id] = located
-        return self._located[client_id]
+    @staticmethod
+    def _locate(group, names: list[bytes]) -> list:
+        located = []
+        for name in names:
+            dataset = h5py.h5d.open(group, name)
+            offset = dataset.get_offset()
+            located.append((name.decode(), dataset.shape, dataset.dtype, dataset if offset is None else offset))
+        return located
 
     def read(self, client_id: str) -> Arrays:
         arrays = {}
-        for name, shape, dtype, where in self._locate(client_id):
+        for name, shape, dtype, where in self._located[client_id]:
             if isinstance(where, int):
                 arrays[name] = np.frombuffer(self._map, dtype, int(np.prod(shape)), where).reshape(shape)
             else:  # chunked or compressed, or empty (no storage)
@@ -421,7 +421,7 @@ class _H5Clients:
         return arrays
 
     def count(self, client_id: str) -> int:
-        return self._locate(client_id)[0][1][0]
+        return self._located[client_id][0][1][0]
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

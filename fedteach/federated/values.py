@@ -201,6 +201,9 @@ def _mismatch(value, type_spec, where, detail=""):
 
 
 def _conform_tensor(value, type_spec, where):
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype == type_spec.dtype and (
+            value.shape == type_spec.shape):  # already conforms (the usual case for the engines' outputs)
+        return value[()] if value.ndim == 0 else value
     if type_spec.dtype == dtypes.STRING:
         if isinstance(value, (str, bytes, np.str_, np.bytes_)):
             return value

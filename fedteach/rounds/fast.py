@@ -4,13 +4,14 @@ The clients' datasets are :class:`~fedteach.data.pipeline.ClientDataset`\\ s
 built the tutorial's way (``repeat`` / ``map`` / ``shuffle`` / ``batch``). Instead
 of running each ``tf.data`` pipeline, the engine reads the recipe:
 
-1. *layout*: the map functions run once over all of the round's raw examples
-   (vectorized), and each client's stream of epochs x shuffled batches becomes
+1. *layout*: the round's raw examples are stacked (each once, however many
+   epochs), and each client's stream of epochs x shuffled batches becomes
    rows of an index tensor ``[clients, steps, batch]`` with a mask for the
    padding. Sizes are rounded up to buckets so that a new mix of clients
    reuses the compiled function.
-2. *train*: one XLA-compiled function runs local SGD of all clients side by
-   side (the Keras model's stateless call, vectorized over the client axis),
+2. *train*: one XLA-compiled function applies the map functions to all raw
+   examples at once (vectorized), runs local SGD of all clients side by side
+   (the Keras model's stateless call, vectorized over the client axis),
    accumulates the Keras metrics' states per client and returns the
    example-weighted average of the clients' models.
 """
@@ -30,10 +31,23 @@ from fedteach.data.pipeline import ClientDataset, shuffle_with_buffer
 class Layout:
     """A round's data laid out for the compiled function (see module docs)."""
 
-    examples: dict          # field -> tensor [num_examples_bucketed, ...]
+    examples: dict          # field -> array [rows_bucketed, ...], the examples before ``map_fns``
+    map_fns: tuple          # the map functions that the compiled function applies to ``examples``
+    rows: int               # the real rows of ``examples`` (the rest is padding)
     index: np.ndarray       # int32 [clients, steps, batch], rows of ``examples``
     mask: np.ndarray        # float32 [clients, steps, batch], 1 for real examples
     num_examples: np.ndarray  # int64 [clients], examples each client trains on
+
+
+@dataclass
+class Trained:
+    """What the compiled round returns, as NumPy (see :meth:`FastTrainer.train`)."""
+
+    trainable: list         # the clients' example-weighted average, per variable
+    non_trainable: list
+    outputs: list           # per client, the local outputs of the model's metric aggregation
+    clients: list | None    # per variable, the clients' trainable weights stacked [clients, ...]
+    label_range: tuple      # (lowest, highest) mapped label 'y' of the round, (0, 0) if none
 
 
 def bucket(n: int) -> int:
@@ -110,6 +124,31 @@ def _map_key(fns) -> tuple:
     return tuple(key)
 
 
+def _vectorized(fns):
+    """A function that applies the map functions ``fns``, in order, to a batch of examples at once."""
+    converted = [_autograph(fn) for fn in fns]  # as tf.data's map converts its function
+
+    def one(element):
+        for fn in converted:
+            element = fn(element)
+        return element
+
+    return (lambda batch: tf.vectorized_map(one, batch)) if converted else (lambda batch: batch)
+
+
+def _map_groups(datasets) -> list:
+    """The datasets' map functions and, for each distinct list of them, the indices of its datasets."""
+    groups = collections.OrderedDict()
+    for i, ds in enumerate(datasets):
+        fns = [s.args[0] for s in ds.steps if s.kind == "map"]
+        groups.setdefault(_map_key(fns), (fns, []))[1].append(i)
+    return list(groups.values())
+
+
+def _num_rows(dataset) -> int:
+    return len(next(iter(dataset.source.values())))
+
+
 class Layouter:
     """Turns a round's client datasets into a :class:`Layout` (step 1 above)."""
 
@@ -117,84 +156,103 @@ class Layouter:
         self.input_spec = input_spec
         self.num_classes = num_classes
         self._map_fns = {}
-        self._last = None  # (the last round's datasets, their mapped examples and row offsets)
+        self._last = None  # (the last round's datasets, their stacked examples, map functions, row offsets)
 
     def _mapper(self, fns, raw_spec):
         key = (_map_key(fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()))
         if key not in self._map_fns:
-            converted = [_autograph(fn) for fn in fns]  # as tf.data's map converts its function
-
-            def one(element):
-                for fn in converted:
-                    element = fn(element)
-                return element
-
-            def mapped(batch):
-                return tf.vectorized_map(one, batch)
-
             signature = [{k: tf.TensorSpec([None] + list(s.shape), s.dtype) for k, s in raw_spec.items()}]
-            self._map_fns[key] = tf.function(mapped, input_signature=signature, autograph=False)
+            self._map_fns[key] = tf.function(_vectorized(fns), input_signature=signature, autograph=False)
         return self._map_fns[key]
 
     def layout(self, datasets, rngs) -> Layout:
         """Lays out a round; the same dataset objects as last round (the tutorial reuses them) are
-        mapped once, like ``tf.data``'s ``cache()``: map functions are taken to be deterministic."""
+        stacked once, like ``tf.data``'s ``cache()``: map functions are taken to be deterministic."""
         streams = [_client_stream(ds, rng) for ds, rng in zip(datasets, rngs)]
         if self._last is not None and len(self._last[0]) == len(datasets) and all(
                 a is b for a, b in zip(self._last[0], datasets)):
-            examples, offsets = self._last[1:]
+            examples, map_fns, offsets = self._last[1:]
         else:
-            examples, offsets = self._map(datasets)
-            self._last = (list(datasets), examples, offsets)
+            examples, map_fns, offsets = self._stack(datasets)
+            self._last = (list(datasets), examples, map_fns, offsets)
         index, mask = _index(streams, offsets)
-        return Layout(examples, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+        rows = sum(_num_rows(ds) for ds in datasets)
+        return Layout(examples, map_fns, rows, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+
+    def _stack(self, datasets):
+        """The round's raw examples in one array per field, padded to a bucket of rows, with each
+        client's first row; clients with different map functions are mapped here instead."""
+        groups = _map_groups(datasets)
+        if len(groups) > 1:
+            examples, offsets = self._map(datasets)
+            return examples, (), offsets
+        fns = tuple(groups[0][0])
+        sources = [ds.source for ds in datasets]
+        sizes = [_num_rows(ds) for ds in datasets]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+        total = sum(sizes)
+        examples = {}
+        for k, first in sources[0].items():
+            stacked = np.empty((bucket(total),) + first.shape[1:], first.dtype)
+            np.concatenate([src[k] for src in sources], out=stacked[:total])
+            stacked[total:] = 0
+            examples[k] = stacked
+        spec = {k: tf.TensorSpec(v.shape[1:], tf.as_dtype(v.dtype)) for k, v in examples.items()}
+        self._check_fields(self._mapper(fns, spec).get_concrete_function().structured_outputs,
+                           datasets[0].client_id)
+        return examples, fns, offsets
 
     def _map(self, datasets):
         """The round's examples, mapped and padded to a bucket of rows, and each client's first row."""
-        groups = collections.OrderedDict()  # clients that share their map functions
-        for i, ds in enumerate(datasets):
-            fns = [s.args[0] for s in ds.steps if s.kind == "map"]
-            groups.setdefault(_map_key(fns), (fns, []))[1].append(i)
         # Each group's raw examples are mapped in one call; the groups' outputs are stacked as they
         # come (the index tensor points at rows, so clients need not be in order).
         parts, offsets, start = [], [0] * len(datasets), 0
-        for fns, members in groups.values():
+        for fns, members in _map_groups(datasets):
             raw = {k: np.concatenate([datasets[i].source[k] for i in members]) for k in datasets[members[0]].source}
             spec = {k: tf.TensorSpec(v.shape[1:], tf.as_dtype(v.dtype)) for k, v in raw.items()}
             out = self._mapper(fns, spec)(raw) if fns else {k: tf.constant(v) for k, v in raw.items()}
+            self._check_fields(out, datasets[members[0]].client_id)
+            if self.num_classes is not None and "y" in out:
+                self._check_labels(out["y"].numpy(), [datasets[i] for i in members])
             for i in members:
                 offsets[i] = start
-                start += len(next(iter(datasets[i].source.values())))
-            parts.append((out, members))
-        self._check_structure(parts, datasets)
+                start += _num_rows(datasets[i])
+            parts.append(out)
         rows = bucket(start)
         examples = {}
         for k in self.input_spec:
-            field = parts[0][0][k] if len(parts) == 1 else tf.concat([out[k] for out, _ in parts], 0)
+            field = parts[0][k] if len(parts) == 1 else tf.concat([out[k] for out in parts], 0)
             examples[k] = tf.pad(field, [[0, rows - start]] + [[0, 0]] * (field.shape.rank - 1))
         return examples, offsets
 
-    def _check_structure(self, parts, datasets):
-        for out, members in parts:
-            if set(out) != set(self.input_spec):
+    def labels_in_range(self, label_range) -> bool:
+        """Whether a round's (lowest, highest) mapped label fits the model's classes."""
+        low, high = label_range
+        return self.num_classes is None or low > high or (0 <= low and high < self.num_classes)
+
+    def check_labels(self, datasets):
+        """Raises an error that names the client whose mapped labels lie outside the model's classes."""
+        self._map(datasets)  # maps each client's examples and checks their labels
+        raise ValueError(f"a label lies outside the model's {self.num_classes} classes.")  # not reached
+
+    def _check_fields(self, out, client_id):
+        if set(out) != set(self.input_spec):
+            raise ValueError(
+                f"client {client_id!r}: its batches have fields {sorted(out)} but the "
+                f"model's input_spec expects {sorted(self.input_spec)}. Check the preprocess function's map.")
+        for key, spec in self.input_spec.items():
+            shape = tuple(out[key].shape[1:])
+            expected = tf.TensorShape(spec.shape[1:])
+            if not expected.is_compatible_with(shape):
                 raise ValueError(
-                    f"client {datasets[members[0]].client_id!r}: its batches have fields {sorted(out)} but the "
-                    f"model's input_spec expects {sorted(self.input_spec)}. Check the preprocess function's map.")
-            for key, spec in self.input_spec.items():
-                shape = tuple(out[key].shape[1:])
-                expected = tf.TensorShape(spec.shape[1:])
-                if not expected.is_compatible_with(shape):
-                    raise ValueError(
-                        f"client {datasets[members[0]].client_id!r}, field {key!r}: examples have shape "
-                        f"{list(shape)} but the model's input_spec expects {expected.as_list()} (batch shape "
-                        f"{spec.shape}). Reshape it in the preprocess function.")
-            if self.num_classes is not None and "y" in out:
-                self._check_labels(out["y"].numpy(), [datasets[i] for i in members])
+                    f"client {client_id!r}, field {key!r}: examples have shape "
+                    f"{list(shape)} but the model's input_spec expects {expected.as_list()} (batch shape "
+                    f"{spec.shape}). Reshape it in the preprocess function.")
 
     def _check_labels(self, labels, datasets):
         start = 0
         for ds in datasets:
-            n = len(next(iter(ds.source.values())))
+            n = _num_rows(ds)
             mine, start = labels[start:start + n], start + n
             if not mine.size:
                 continue
@@ -205,6 +263,18 @@ class Layouter:
                     f"outside the model's {self.num_classes} classes (labels must be 0..{self.num_classes - 1}; "
                     f"this client's labels span {low}..{high}). Give the last layer at least {high + 1} units, "
                     "or fix the labels.")
+
+
+def _label_range(examples, rows):
+    """The lowest and highest integer label ``y`` among the first ``rows`` examples; (0, 0) if none."""
+    y = examples.get("y")
+    if y is None or not y.dtype.is_integer:
+        return tf.zeros([2], tf.int64)
+    y = tf.reshape(tf.cast(y, tf.int64), [tf.shape(y)[0], -1])
+    real = (tf.range(tf.shape(y)[0]) < rows)[:, None]
+    low = tf.reduce_min(tf.where(real, y, tf.int64.max))
+    high = tf.reduce_max(tf.where(real, y, tf.int64.min))
+    return tf.stack([low, high])  # no labels: low > high
 
 
 def _where_active(count, new, old):
@@ -299,31 +369,41 @@ class FastTrainer:
         self.learning_rate = float(learning_rate)
         self.proximal_mu = float(proximal_mu)  # FedProx: local gradient += mu * (w - w_global)
         self.trace_count = 0
-        # No AutoGraph: the round is written with tf.while_loop and Keras 3 layers need none; converting
-        # it would cost a few hundred milliseconds of the first round.
         self.jit_compile = True
-        self._fn = tf.function(self._round, jit_compile=True, reduce_retracing=True, autograph=False)
+        self._fns = {}  # (map functions' key, jit_compile) -> the compiled round
 
-    def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False):
-        """Returns (averaged trainable, averaged non-trainable, per-client local outputs).
+    def _function(self, map_fns):
+        key = (_map_key(map_fns), self.jit_compile)
+        if key not in self._fns:
+            apply_map = _vectorized(map_fns)
 
-        With ``return_clients``, a 4th item: the clients' trainable weights,
-        stacked (one array ``[clients, ...]`` per variable), for aggregators.
-        """
+            def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, return_clients):
+                examples = apply_map(raw)
+                return self._round(trainable, non_trainable, examples, index, mask, weights, lr,
+                                   return_clients), _label_range(examples, rows)
+
+            # No AutoGraph: the round is written with tf.while_loop and Keras 3 layers need none;
+            # converting it would cost a few hundred milliseconds of the first round.
+            self._fns[key] = tf.function(round_with_map, jit_compile=self.jit_compile, reduce_retracing=True,
+                                         autograph=False)
+        return self._fns[key]
+
+    def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False) -> Trained:
+        """Trains every client of ``layout`` from the given weights; ``return_clients`` also returns the
+        clients' trainable weights (for aggregators)."""
         args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
-                layout.examples,
+                layout.examples, tf.constant(layout.rows),
                 tf.constant(layout.index), tf.constant(layout.mask),
                 tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate),
                 bool(return_clients))
         try:
-            tv, ntv, loss_sums, metric_states, *clients = self._fn(*args)
+            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._function(layout.map_fns)(*args)
         except tf.errors.InvalidArgumentError as error:
             if not self.jit_compile or "xla" not in str(error).lower():
                 raise
             # e.g. a layer whose vectorized gradient needs a dynamic loop: run the round as a plain graph
             self.jit_compile = False
-            self._fn = tf.function(self._round, reduce_retracing=True, autograph=False)
-            tv, ntv, loss_sums, metric_states, *clients = self._fn(*args)
+            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._function(layout.map_fns)(*args)
         outputs = []
         metrics = self.model.metrics
         loss_sums = loss_sums.numpy()
@@ -335,9 +415,9 @@ class FastTrainer:
             out["loss"] = [np.float32(loss_sums[c]), np.float32(n)]
             out["num_examples"] = np.int64(n)
             outputs.append(out)
-        if return_clients:
-            return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs, [w.numpy() for w in clients[0]]
-        return [w.numpy() for w in tv], [w.numpy() for w in ntv], outputs
+        return Trained([w.numpy() for w in tv], [w.numpy() for w in ntv], outputs,
+                       [w.numpy() for w in clients[0]] if return_clients else None,
+                       tuple(int(v) for v in label_range.numpy()))
 
     def _start(self, trainable, non_trainable, index):
         """Every client's copy of the weights, zero metric states, and the per-client forward pass."""

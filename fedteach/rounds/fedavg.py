@@ -48,6 +48,7 @@ class ServerOptimizer:
         self.state_variables = [v for v in optimizer.variables if not v.path.endswith("learning_rate")]
         self._initial = tuple(v.numpy() for v in self.state_variables)
         self._step = tf.function(self._assign_and_apply, autograph=False)  # Keras optimizers need no AutoGraph
+        self._plain_sgd = _is_plain_sgd(optimizer)
 
     def _assign_and_apply(self, weights, state, update):
         for v, w in zip(self.variables, weights):
@@ -62,9 +63,23 @@ class ServerOptimizer:
 
     def apply(self, weights: ModelWeights, state: tuple, update: list):
         """Moves ``weights`` by ``update`` (the average client change); returns (weights, state)."""
+        if self._plain_sgd:  # FedAvg's default, in NumPy: the same float32 arithmetic as Keras' SGD step
+            learning_rate = np.float32(self.optimizer.learning_rate.numpy())
+            trainable = collections.OrderedDict(
+                (name, w - (-u) * learning_rate) for (name, w), u in zip(weights.trainable.items(), update))
+            return ModelWeights(trainable, weights.non_trainable), (state[0] + 1,)
         new_weights, new_state = self._step(list(weights.trainable.values()), list(state), list(update))
         trainable = collections.OrderedDict((name, w.numpy()) for name, w in zip(weights.trainable, new_weights))
         return ModelWeights(trainable, weights.non_trainable), tuple(s.numpy() for s in new_state)
+
+
+def _is_plain_sgd(optimizer) -> bool:
+    """SGD without momentum, weight decay, clipping, EMA, accumulation or a schedule: ``w - lr * g``."""
+    plain = {"weight_decay": None, "clipnorm": None, "global_clipnorm": None, "clipvalue": None, "use_ema": False,
+             "loss_scale_factor": None, "gradient_accumulation_steps": None, "momentum": 0.0, "nesterov": False}
+    config = optimizer.get_config()
+    return (type(optimizer) is keras.optimizers.SGD and isinstance(config["learning_rate"], float)
+            and all(config[k] == v for k, v in plain.items()) and len(optimizer.variables) == 2)
 
 
 def build_server(server_optimizer_fn, model, default_learning_rate: float) -> ServerOptimizer:
@@ -201,8 +216,9 @@ class FederatedAveraging:
             # unseeded shuffle) when first inspected, here: seeding by (seed, round) makes the round
             # reproducible, e.g. when it is run again after restoring a checkpoint.
             tf.random.set_seed(int(np.random.default_rng([self.seed, round_num]).integers(1 << 31)))
-        # The fast engine's Layouter checks fields and shapes on the mapped examples itself.
-        check_client_datasets(self.model, federated_data, check_specs=self.path == "general")
+        # The fast engine checks fields, shapes and labels on the mapped examples itself.
+        general_path = self.path == "general"
+        check_client_datasets(self.model, federated_data, check_specs=general_path, check_labels=general_path)
         if self.verbose:
             print(f"round {round_num}: {self.path} path ({self.path_reason})")
         if self.path == "fast":
@@ -229,10 +245,14 @@ class FederatedAveraging:
         rngs = [np.random.default_rng([self.seed, round_num, c]) for c in range(len(federated_data))]
         layout = self.layouter.layout(federated_data, rngs)
         _skip_empty(layout.num_examples, federated_data, round_num)
-        tv, ntv, outputs, *clients = self.trainer.train(
+        trained = self.trainer.train(
             list(state.model.trainable.values()), list(state.model.non_trainable.values()), layout,
             return_clients=self.aggregator.needs_clients)
-        self._clients = (clients[0], layout.num_examples) if clients else None
+        if not self.layouter.labels_in_range(trained.label_range):
+            check_client_datasets(self.model, federated_data, check_specs=False)  # names the raw field if it can
+            self.layouter.check_labels(federated_data)
+        self._clients = (trained.clients, layout.num_examples) if trained.clients is not None else None
+        tv, ntv, outputs = trained.trainable, trained.non_trainable, trained.outputs
         names = state.model
         average = ModelWeights(collections.OrderedDict(zip(names.trainable, tv)),
                                collections.OrderedDict(zip(names.non_trainable, ntv)))

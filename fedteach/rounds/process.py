@@ -127,14 +127,14 @@ def check_positive(name: str, value, hint: str) -> None:
                          f"Use a small positive value, {hint}.")
 
 
-def check_client_datasets(model: Model, federated_data, check_specs: bool = True) -> None:
+def check_client_datasets(model: Model, federated_data, check_specs: bool = True, check_labels: bool = True) -> None:
     """Checks a round's client datasets against the model before any work starts.
 
     * a recorded ``batch(0)`` (or negative) is refused;
     * with ``check_specs``, each dataset's ``element_spec`` must have the
       structure of ``model.input_spec``, with compatible shapes (the error names
       the client and the field);
-    * for a Keras model with a sparse categorical loss, the raw labels of a
+    * with ``check_labels``, for a Keras model with a sparse categorical loss, the raw labels of a
       client dataset built by ``ClientData`` must lie in ``[0, classes)`` (checked
       when the recipe shows which raw field becomes ``y``: no map, or the map of
       ``preprocess_for_tutorial``).
@@ -158,7 +158,8 @@ def check_client_datasets(model: Model, federated_data, check_specs: bool = True
                             "preprocess).")
         if check_specs:
             _check_spec(who, dataset.element_spec, model.input_spec)
-        _check_labels(who, dataset, model)
+        if check_labels:
+            _check_labels(who, dataset, model)
 
 
 def _check_spec(who: str, element_spec, input_spec) -> None:
