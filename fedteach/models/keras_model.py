@@ -226,6 +226,9 @@ def _make_metric_aggregation(metrics):
                 out[name] = int(state)
             elif name == "loss":
                 out[name] = float(state[0] / max(state[1], 1.0))
+            elif isinstance(finalizers[name], keras.metrics.Mean):  # total / count, as Mean.result computes it
+                total, count = (np.float32(s) for s in state)
+                out[name] = float(total / count) if count else 0.0
             else:
                 out[name] = float(finalizers[name].stateless_result([tf.constant(s) for s in state]))
         return out

@@ -165,10 +165,11 @@ class Layouter:
             self._map_fns[key] = tf.function(_vectorized(fns), input_signature=signature, autograph=False)
         return self._map_fns[key]
 
-    def layout(self, datasets, rngs) -> Layout:
-        """Lays out a round; the same dataset objects as last round (the tutorial reuses them) are
-        stacked once, like ``tf.data``'s ``cache()``: map functions are taken to be deterministic."""
-        streams = [_client_stream(ds, rng) for ds, rng in zip(datasets, rngs)]
+    def layout(self, datasets, rng: np.random.Generator) -> Layout:
+        """Lays out a round, shuffling with ``rng`` (client by client, in order); the same dataset objects
+        as last round (the tutorial reuses them) are stacked once, like ``tf.data``'s ``cache()``: map
+        functions are taken to be deterministic."""
+        streams = [_client_stream(ds, rng) for ds in datasets]
         if self._last is not None and len(self._last[0]) == len(datasets) and all(
                 a is b for a, b in zip(self._last[0], datasets)):
             examples, map_fns, offsets = self._last[1:]

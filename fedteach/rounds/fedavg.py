@@ -242,8 +242,7 @@ class FederatedAveraging:
         return ServerState(weights, optimizer_state), metrics
 
     def _fast_round(self, state, federated_data, round_num):
-        rngs = [np.random.default_rng([self.seed, round_num, c]) for c in range(len(federated_data))]
-        layout = self.layouter.layout(federated_data, rngs)
+        layout = self.layouter.layout(federated_data, np.random.default_rng([self.seed, round_num]))
         _skip_empty(layout.num_examples, federated_data, round_num)
         trained = self.trainer.train(
             list(state.model.trainable.values()), list(state.model.non_trainable.values()), layout,
