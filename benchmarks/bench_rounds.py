@@ -268,11 +268,11 @@ def main():
               f"ClientData.from_h5 {1000 * opened:.0f} ms; reading 10 random clients {1000 * read10:.1f} ms (median)")
         tutorial = ft.ClientData.from_arrays(ft.make_emnist_like_clients(3, [93, 88, 94], seed=1, noise=0.35))
         workloads = [
-            Workload("W1 tutorial, 3 clients x 10 epochs, linear", tutorial, 3, 10, 500, linear_model, 15,
+            Workload("W1 tutorial, 3 clients x 10 epochs, linear", tutorial, 3, 10, 500, linear_model, 30,
                      fixed=tutorial.client_ids),
-            Workload("W1, datasets built once (as the tutorial)", tutorial, 3, 10, 500, linear_model, 15,
+            Workload("W1, datasets built once (as the tutorial)", tutorial, 3, 10, 500, linear_model, 30,
                      fixed=tutorial.client_ids, reuse=True),
-            Workload("W2 10 of 3,383 clients, 1 epoch, linear", cd, 10, 1, 500, linear_model, 15),
+            Workload("W2 10 of 3,383 clients, 1 epoch, linear", cd, 10, 1, 500, linear_model, 30),
             Workload("W3 50 of 3,383 clients, 1 epoch, linear", cd, 50, 1, 500, linear_model, 9),
             Workload("W4 10 of 3,383 clients, 1 epoch, CNN", cd, 10, 1, 500, cnn_model, 9),
         ]

@@ -425,26 +425,25 @@ class FastTrainer:
         clients = tf.shape(index)[0]
         stack = lambda ws: [tf.tile(w[None], tf.concat([[clients], tf.ones_like(tf.shape(w))], 0)) for w in ws]
         ms = [[tf.zeros([clients]), tf.zeros([clients])] for _ in self.model.metrics]
-        net = self.model.keras_model
+        model, net = self.model, self.model.keras_model
 
         def forward(args):
-            tv_c, ntv_c, x_c = args
-            return net.stateless_call(tv_c, ntv_c, x_c, training=True)
+            """One client's batch: predictions, new non-trainable weights, per-example loss and metric values.
+            The loss sees the model's own output op, so Keras takes a softmax's logits, as in ``fit``."""
+            tv_c, ntv_c, x_c, y_c = args
+            preds, ntv_new = net.stateless_call(tv_c, ntv_c, x_c, training=True)
+            values = [tf.cast(m._fn(y_c, preds, **m._fn_kwargs), tf.float32) for m in model.metrics]
+            return preds, ntv_new, model.per_example_loss(y_c, preds), values
 
         return clients, stack(trainable), stack(non_trainable), ms, forward
 
-    def _update_metrics(self, ms, flat_y, flat_preds, mask, count):
+    def _update_metrics(self, ms, values, mask, count):
         """Adds a step's per-example metric values (masked) to each client's (total, count) states."""
-        updated = []
-        for metric, (total, seen) in zip(self.model.metrics, ms):
-            values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
-                                tf.shape(mask))
-            updated.append([total + tf.reduce_sum(values * mask, axis=1), seen + count])
-        return updated
+        return [[total + tf.reduce_sum(tf.reshape(v, tf.shape(mask)) * mask, axis=1), seen + count]
+                for v, (total, seen) in zip(values, ms)]
 
     def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
         self.trace_count += 1
-        model = self.model
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         loss_sum = tf.zeros([clients])
 
@@ -453,13 +452,10 @@ class FastTrainer:
             m = mask[:, t]                                   # [clients, batch]
             x = tf.gather(examples["x"], rows)
             y = tf.gather(examples["y"], rows)
-            flat_y = tf.reshape(y, tf.concat([[-1], tf.shape(y)[2:]], 0))
             count = tf.reduce_sum(m, axis=1)                 # real examples per client
             with tf.GradientTape() as tape:
                 tape.watch(tv)
-                preds, ntv_new = tf.vectorized_map(forward, (tv, ntv, x))
-                flat_preds = tf.reshape(preds, tf.concat([[-1], tf.shape(preds)[2:]], 0))
-                per_example = tf.reshape(model.per_example_loss(flat_y, flat_preds), tf.shape(m))
+                _, ntv_new, per_example, values = tf.vectorized_map(forward, (tv, ntv, x, y))
                 loss = tf.reduce_sum(per_example * m, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
             grads = tape.gradient(total, tv)
@@ -469,7 +465,7 @@ class FastTrainer:
                          for g, w, w0 in zip(grads, tv, trainable)]
             tv_new = [w - lr * g for w, g in zip(tv, grads)]
             ntv_new = _where_active(count, ntv_new, ntv)
-            ms_new = self._update_metrics(ms, flat_y, flat_preds, m, count)
+            ms_new = self._update_metrics(ms, values, m, count)
             keep = lambda new, old: [tf.ensure_shape(a, b.shape) for a, b in zip(new, old)]  # pfor may drop them
             return t + 1, keep(tv_new, tv), keep(ntv_new, ntv), ms_new, loss_sum + loss * count
 

@@ -79,25 +79,21 @@ class GradientTrainer(fast.FastTrainer):
 
     def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
         self.trace_count += 1
-        model = self.model
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         acc = [tf.zeros_like(w) for w in tv]
 
         def step(t, acc, ntv, ms, loss_sum):
             rows, m = index[:, t], mask[:, t]
             x, y = tf.gather(examples["x"], rows), tf.gather(examples["y"], rows)
-            flat_y = tf.reshape(y, tf.concat([[-1], tf.shape(y)[2:]], 0))
             count = tf.reduce_sum(m, axis=1)
             with tf.GradientTape() as tape:
                 tape.watch(tv)
-                preds, ntv_new = tf.vectorized_map(forward, (tv, ntv, x))
-                flat_preds = tf.reshape(preds, tf.concat([[-1], tf.shape(preds)[2:]], 0))
-                per_example = tf.reshape(model.per_example_loss(flat_y, flat_preds), tf.shape(m))
+                _, ntv_new, per_example, values = tf.vectorized_map(forward, (tv, ntv, x, y))
                 summed = tf.reduce_sum(per_example * m, axis=1)   # [clients]
                 total = tf.reduce_sum(summed)
             grads = tape.gradient(total, tv)                       # per client: sum of per-example gradients
             ntv_new = fast._where_active(count, ntv_new, ntv)
-            ms_new = self._update_metrics(ms, flat_y, flat_preds, m, count)
+            ms_new = self._update_metrics(ms, values, m, count)
             ntv_new = [tf.ensure_shape(a, b.shape) for a, b in zip(ntv_new, ntv)]  # pfor may drop static shapes
             return t + 1, [a + g for a, g in zip(acc, grads)], ntv_new, ms_new, loss_sum + summed
 
