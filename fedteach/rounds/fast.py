@@ -156,6 +156,7 @@ class Layouter:
         self.input_spec = input_spec
         self.num_classes = num_classes
         self._map_fns = {}
+        self._checked = set()  # the (map functions, raw spec) keys whose mapped fields passed the checks
         self._last = None  # (the last round's datasets, their stacked examples, map functions, row offsets)
 
     def _mapper(self, fns, raw_spec):
@@ -194,14 +195,20 @@ class Layouter:
         total = sum(sizes)
         examples = {}
         for k, first in sources[0].items():
+            # The padding rows are left as they are: the map treats each row on its own and no index points there.
             stacked = np.empty((bucket(total),) + first.shape[1:], first.dtype)
             np.concatenate([src[k] for src in sources], out=stacked[:total])
-            stacked[total:] = 0
             examples[k] = stacked
-        spec = {k: tf.TensorSpec(v.shape[1:], tf.as_dtype(v.dtype)) for k, v in examples.items()}
-        self._check_fields(self._mapper(fns, spec).get_concrete_function().structured_outputs,
-                           datasets[0].client_id)
+        self._check_mapped_fields(fns, examples, datasets[0].client_id)
         return examples, fns, offsets
+
+    def _check_mapped_fields(self, fns, raw, client_id):
+        """Checks the fields and shapes that ``fns`` make of ``raw`` examples (traced once per kind)."""
+        key = (_map_key(fns), tuple((k, v.dtype, v.shape[1:]) for k, v in raw.items()))
+        if key not in self._checked:
+            spec = {k: tf.TensorSpec(v.shape[1:], tf.as_dtype(v.dtype)) for k, v in raw.items()}
+            self._check_fields(self._mapper(fns, spec).get_concrete_function().structured_outputs, client_id)
+            self._checked.add(key)
 
     def _map(self, datasets):
         """The round's examples, mapped and padded to a bucket of rows, and each client's first row."""
@@ -428,19 +435,27 @@ class FastTrainer:
         model, net = self.model, self.model.keras_model
 
         def forward(args):
-            """One client's batch: predictions, new non-trainable weights, per-example loss and metric values.
-            The loss sees the model's own output op, so Keras takes a softmax's logits, as in ``fit``."""
+            """One client's batch: predictions, new non-trainable weights and per-example loss. The loss
+            sees the model's own output op, so Keras takes a softmax's logits, as in ``fit``."""
             tv_c, ntv_c, x_c, y_c = args
             preds, ntv_new = net.stateless_call(tv_c, ntv_c, x_c, training=True)
-            values = [tf.cast(m._fn(y_c, preds, **m._fn_kwargs), tf.float32) for m in model.metrics]
-            return preds, ntv_new, model.per_example_loss(y_c, preds), values
+            return preds, ntv_new, model.per_example_loss(y_c, preds)
 
         return clients, stack(trainable), stack(non_trainable), ms, forward
 
-    def _update_metrics(self, ms, values, mask, count):
-        """Adds a step's per-example metric values (masked) to each client's (total, count) states."""
-        return [[total + tf.reduce_sum(tf.reshape(v, tf.shape(mask)) * mask, axis=1), seen + count]
-                for v, (total, seen) in zip(values, ms)]
+    def _update_metrics(self, ms, y, preds, mask, count):
+        """Adds a step's per-example metric values (masked) to each client's (total, count) states.
+
+        The values are computed on all clients' examples at once, outside the vectorized forward pass
+        (Keras' argmax uses a bitcast that ``vectorized_map`` would run as a loop over clients)."""
+        flat_y = tf.reshape(y, tf.concat([[-1], tf.shape(y)[2:]], 0))
+        flat_preds = tf.reshape(preds, tf.concat([[-1], tf.shape(preds)[2:]], 0))
+        updated = []
+        for metric, (total, seen) in zip(self.model.metrics, ms):
+            values = tf.reshape(tf.cast(metric._fn(flat_y, flat_preds, **metric._fn_kwargs), tf.float32),
+                                tf.shape(mask))
+            updated.append([total + tf.reduce_sum(values * mask, axis=1), seen + count])
+        return updated
 
     def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
         self.trace_count += 1
@@ -455,7 +470,7 @@ class FastTrainer:
             count = tf.reduce_sum(m, axis=1)                 # real examples per client
             with tf.GradientTape() as tape:
                 tape.watch(tv)
-                _, ntv_new, per_example, values = tf.vectorized_map(forward, (tv, ntv, x, y))
+                preds, ntv_new, per_example = tf.vectorized_map(forward, (tv, ntv, x, y))
                 loss = tf.reduce_sum(per_example * m, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
             grads = tape.gradient(total, tv)
@@ -465,7 +480,7 @@ class FastTrainer:
                          for g, w, w0 in zip(grads, tv, trainable)]
             tv_new = [w - lr * g for w, g in zip(tv, grads)]
             ntv_new = _where_active(count, ntv_new, ntv)
-            ms_new = self._update_metrics(ms, values, m, count)
+            ms_new = self._update_metrics(ms, y, preds, m, count)
             keep = lambda new, old: [tf.ensure_shape(a, b.shape) for a, b in zip(new, old)]  # pfor may drop them
             return t + 1, keep(tv_new, tv), keep(ntv_new, ntv), ms_new, loss_sum + loss * count
 

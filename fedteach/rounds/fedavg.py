@@ -22,7 +22,7 @@ from fedteach.rounds.process import (Computation, IterativeProcess, check_client
                                      check_positive, client_name, clients_data_type, function_type, is_finite,
                                      metrics_type, num_classes, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
-from fedteach.federated import StructType
+from fedteach.federated import FederatedValue, StructType
 
 
 class DivergenceError(FloatingPointError):
@@ -233,7 +233,10 @@ class FederatedAveraging:
                 self.aggregator)
         weights, optimizer_state = self.server.apply(state.model, state.optimizer_state, update)
         weights = ModelWeights(weights.trainable, average.non_trainable)
-        metrics = RoundMetrics({**self.model.federated_output_computation(outputs), **measurements})
+        aggregate = self.model.federated_output_computation
+        if self.path == "fast":  # the fast engine builds its outputs in the type the aggregation is bound to
+            outputs = FederatedValue._trusted(aggregate.type_signature.parameter, outputs)
+        metrics = RoundMetrics({**aggregate(outputs), **measurements})
         if not is_finite(list(weights.trainable.values()) + [metrics.get("loss", 0.0)]):
             raise DivergenceError(
                 f"round {round_num} diverged: the model weights or the loss became NaN/Inf. "

@@ -88,12 +88,12 @@ class GradientTrainer(fast.FastTrainer):
             count = tf.reduce_sum(m, axis=1)
             with tf.GradientTape() as tape:
                 tape.watch(tv)
-                _, ntv_new, per_example, values = tf.vectorized_map(forward, (tv, ntv, x, y))
+                preds, ntv_new, per_example = tf.vectorized_map(forward, (tv, ntv, x, y))
                 summed = tf.reduce_sum(per_example * m, axis=1)   # [clients]
                 total = tf.reduce_sum(summed)
             grads = tape.gradient(total, tv)                       # per client: sum of per-example gradients
             ntv_new = fast._where_active(count, ntv_new, ntv)
-            ms_new = self._update_metrics(ms, values, m, count)
+            ms_new = self._update_metrics(ms, y, preds, m, count)
             ntv_new = [tf.ensure_shape(a, b.shape) for a, b in zip(ntv_new, ntv)]  # pfor may drop static shapes
             return t + 1, [a + g for a, g in zip(acc, grads)], ntv_new, ms_new, loss_sum + summed
 
