@@ -15,15 +15,20 @@ EMNIST-sized HDF5 file, 3,383 clients / 341,873 examples, written to a temp dir)
 * W4: as W2 with a small CNN (conv 32x3x3, max-pool, dense 128, dense 10).
 
 For each: median round time after warm-up, first-round time (process build to
-first round done; for the bound: its first call, trace and compile) and peak memory of the engine's run, for the fast path, the
-general path and the *bound*: all clients' batches already in memory as tensors
-and one XLA-compiled function running the same SGD steps side by side.
+first round done; for the bound: its first call, trace and compile) and peak
+memory of the engine's run, for the fast path, the general path and the
+*bound*: all clients' batches already in memory as tensors (prepared before the
+run, not counted) and one XLA-compiled function running the same SGD steps
+side by side. The bound and the fast path take turns over the rounds three
+times (see ``measure``); the medians are over all their timed rounds.
 
-Peak memory ("peak +MiB"): a thread samples the process's resident set size
-(/proc/self/statm) every 5 ms during a run; the column is the highest sample
-minus the RSS just before the run (memory the run added; TensorFlow's allocator
-keeps freed memory, so a later run can reuse what an earlier one grew). The
-process's total peak (``getrusage`` ``ru_maxrss``) is printed at the end.
+Peak memory ("peak +MiB"): the kernel's peak resident set size of the process
+(``VmHWM``), reset just before a run (``/proc/self/clear_refs``), minus the
+resident size then: the memory the run added, measured exactly and without a
+sampling thread that would disturb the timings. (TensorFlow's allocator keeps
+freed memory, so a later run can reuse what an earlier one grew.) Where the
+reset is not allowed, a thread samples the resident size every 5 ms instead.
+The process's total peak (``getrusage`` ``ru_maxrss``) is printed at the end.
 """
 from __future__ import annotations
 
@@ -48,22 +53,30 @@ from fedteach.rounds import fast as ft_fast  # noqa: E402
 
 EMNIST_CLIENTS, EMNIST_EXAMPLES = 3383, 341873
 LR = 0.02
+BLOCKS = 3  # passes over a workload's rounds for the bound and the fast engine (the general engine: one)
 
 
-def rss_mib() -> float:
-    """The process's current resident memory, in MiB (Linux /proc)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mib(field: str = "VmRSS") -> float:
+    """The process's resident memory now (or its peak, ``VmHWM``), in MiB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 class PeakRss:
-    """Samples RSS in a thread while in the ``with`` block; ``.added`` is the peak growth in MiB."""
+    """Memory added during the ``with`` block, in MiB (``.added``): from the kernel's peak counter,
+    reset on entry, or else from a thread sampling every 5 ms."""
 
     def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident size
+            self._thread = None
+        except OSError:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
         self.start = self.peak = rss_mib()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        if self._thread:
+            self._thread.start()
         return self
 
     def _sample(self):
@@ -71,9 +84,13 @@ class PeakRss:
             self.peak = max(self.peak, rss_mib())
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.added = max(self.peak, rss_mib()) - self.start
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self.peak, rss_mib())
+        else:
+            peak = rss_mib("VmHWM")
+        self.added = peak - self.start
 
 
 def peak_mib() -> float:
@@ -126,26 +143,25 @@ class Workload:
         return self._data
 
 
-def run_fedteach(w: Workload, engine: str):
-    with PeakRss() as memory:
-        first, median = _run_fedteach(w, engine)
-    return first, median, memory.added
+class FedteachRun:
+    """A fedteach process on a workload: ``start`` builds it and runs round 0, ``round(r)`` runs round r."""
 
+    def __init__(self, w: Workload, engine: str):
+        self.w, self.engine, self.name = w, engine, engine
 
-def _run_fedteach(w: Workload, engine: str):
-    start = time.perf_counter()
-    process = ft.build_federated_averaging_process(
-        model_fn_for(w.build), client_optimizer_fn=lambda: keras.optimizers.SGD(LR), engine=engine)
-    state = process.initialize()
-    state, _ = process.next(state, w.data(0))
-    first = time.perf_counter() - start
-    times = []
-    for r in range(1, w.rounds + 1):
+    def start(self) -> float:
+        start = time.perf_counter()
+        self.process = ft.build_federated_averaging_process(
+            model_fn_for(self.w.build), client_optimizer_fn=lambda: keras.optimizers.SGD(LR), engine=self.engine)
+        self.state, _ = self.process.next(self.process.initialize(), self.w.data(0))
+        return time.perf_counter() - start
+
+    def round(self, r) -> float:
         t = time.perf_counter()
-        state, _ = process.next(state, w.data(r))
-        times.append(time.perf_counter() - t)
-    assert process.path == engine, (process.path, process.path_reason)
-    return first, statistics.median(times[1:])
+        self.state, _ = self.process.next(self.state, self.w.data(r))
+        elapsed = time.perf_counter() - t
+        assert self.process.path == self.engine, (self.process.path, self.process.path_reason)
+        return elapsed
 
 
 class Bound:
@@ -201,31 +217,52 @@ class Bound:
         return [tf.tensordot(share, w, 1) for w in ws]
 
 
-def run_bound(w: Workload):
-    with PeakRss() as memory:
-        first, median, name = _run_bound(w)
-    return first, median, memory.added, name
+class BoundRun:
+    """The bound on a workload; its batches are prepared in memory beforehand (not timed, not counted)."""
 
+    def __init__(self, w: Workload):
+        self.bound = Bound(w.build)
+        self.prepared = [self.bound.batches(w, r) for r in range(w.rounds + 1)]
+        self.name = "bound"
 
-def _run_bound(w: Workload):
-    bound = Bound(w.build)
-    weights = [tf.constant(v.numpy()) for v in bound.net.trainable_variables]
-    prepared = [bound.batches(w, r) for r in range(w.rounds + 1)]  # data in memory: not part of the bound
-    t = time.perf_counter()
-    try:
-        weights = bound.fn(weights, *prepared[0])
-    except tf.errors.InvalidArgumentError:  # XLA cannot compile the vectorized conv gradient: plain graph
-        bound.fn = tf.function(bound._round, autograph=False)
-        bound.name = "bound*"
-        weights = bound.fn(weights, *prepared[0])
-    first = time.perf_counter() - t
-    times = []
-    for r in range(1, w.rounds + 1):
+    def start(self) -> float:
+        self.weights = [tf.constant(v.numpy()) for v in self.bound.net.trainable_variables]
         t = time.perf_counter()
-        weights = bound.fn(weights, *prepared[r])
-        _ = [v.numpy() for v in weights]
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times[1:]), bound.name
+        try:
+            self.weights = self.bound.fn(self.weights, *self.prepared[0])
+        except tf.errors.InvalidArgumentError:  # XLA cannot compile the vectorized conv gradient: plain graph
+            self.bound.fn = tf.function(self.bound._round, autograph=False)
+            self.name = "bound*"
+            self.weights = self.bound.fn(self.weights, *self.prepared[0])
+        return time.perf_counter() - t
+
+    def round(self, r) -> float:
+        t = time.perf_counter()
+        self.weights = self.bound.fn(self.weights, *self.prepared[r])
+        _ = [v.numpy() for v in self.weights]
+        return time.perf_counter() - t
+
+
+def measure(w: Workload, runs: list, blocks: int = BLOCKS) -> dict:
+    """name -> (median round time, first-round time, peak +MiB) of each run.
+
+    Each run starts (build, round 0) and runs rounds 1..N under the memory
+    measure; then the runs that are quick take turns for ``blocks - 1`` more
+    passes over the same rounds, so that a slow spell of the machine hits
+    every engine alike. The first timed round of a run is left out (warm-up).
+    """
+    times, firsts, peaks = {}, {}, {}
+    rounds = range(1, w.rounds + 1)
+    for run in runs:
+        with PeakRss() as memory:
+            firsts[run] = run.start()
+            times[run] = [run.round(r) for r in rounds][1:]
+        peaks[run] = memory.added
+    for _ in range(blocks - 1):
+        for run in runs:
+            if run.name != "general":
+                times[run] += [run.round(r) for r in rounds]
+    return {run.name: (statistics.median(times[run]), firsts[run], peaks[run]) for run in runs}
 
 
 def data_access(folder):
@@ -283,13 +320,11 @@ def main():
         for w in workloads:
             if wanted and not any(w.name.startswith(prefix) for prefix in wanted):
                 continue
-            *bound, name = run_bound(w)
-            rows = {name: bound, "fast": run_fedteach(w, "fast")}
-            if not w.reuse:
-                rows["general"] = run_fedteach(w, "general")
-            ratio = rows["fast"][1] / bound[1]
-            for engine, (first, median, peak) in rows.items():
-                extra = f"{ratio:10.2f}" if engine == "fast" else ""
+            runs = [BoundRun(w), FedteachRun(w, "fast")] + ([] if w.reuse else [FedteachRun(w, "general")])
+            rows = measure(w, runs)
+            bound_median = next(m for name, (m, _, _) in rows.items() if name.startswith("bound"))
+            for engine, (median, first, peak) in rows.items():
+                extra = f"{rows['fast'][0] / bound_median:10.2f}" if engine == "fast" else ""
                 print(f"{w.name:<44} {engine:<8} {1000 * median:9.1f} {first:8.2f} {peak:9.0f} {extra}")
             sys.stdout.flush()
     print(f"process peak RSS {peak_mib():.0f} MiB; bound*: XLA could not compile it, ran as a plain graph")

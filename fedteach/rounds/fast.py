@@ -378,7 +378,8 @@ class FastTrainer:
         self.proximal_mu = float(proximal_mu)  # FedProx: local gradient += mu * (w - w_global)
         self.trace_count = 0
         self.jit_compile = True
-        self._fns = {}  # (map functions' key, jit_compile) -> the compiled round
+        self._fns = {}  # (map functions' key, jit_compile) -> the round as a tf.function
+        self._concrete = {}  # the same + return_clients and the layout's (bucketed) shapes -> its trace
 
     def _function(self, map_fns):
         key = (_map_key(map_fns), self.jit_compile)
@@ -392,26 +393,34 @@ class FastTrainer:
 
             # No AutoGraph: the round is written with tf.while_loop and Keras 3 layers need none;
             # converting it would cost a few hundred milliseconds of the first round.
-            self._fns[key] = tf.function(round_with_map, jit_compile=self.jit_compile, reduce_retracing=True,
-                                         autograph=False)
+            self._fns[key] = tf.function(round_with_map, jit_compile=self.jit_compile, autograph=False)
         return self._fns[key]
+
+    def _traced(self, layout: Layout, args):
+        """The round traced for this kind of layout, called directly (a tf.function call would first work out
+        which trace fits, ~0.2 ms); one trace, and one XLA compile, per map and bucketed shape."""
+        key = (_map_key(layout.map_fns), self.jit_compile, args[-1],
+               tuple(v.shape for v in layout.examples.values()), layout.index.shape)
+        if key not in self._concrete:
+            self._concrete[key] = self._function(layout.map_fns).get_concrete_function(*args)
+        return self._concrete[key]
 
     def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False) -> Trained:
         """Trains every client of ``layout`` from the given weights; ``return_clients`` also returns the
         clients' trainable weights (for aggregators)."""
         args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
-                layout.examples, tf.constant(layout.rows),
+                {k: tf.constant(v) for k, v in layout.examples.items()}, tf.constant(layout.rows),
                 tf.constant(layout.index), tf.constant(layout.mask),
                 tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate),
                 bool(return_clients))
         try:
-            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._function(layout.map_fns)(*args)
+            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args)
         except tf.errors.InvalidArgumentError as error:
             if not self.jit_compile or "xla" not in str(error).lower():
                 raise
             # e.g. a layer whose vectorized gradient needs a dynamic loop: run the round as a plain graph
             self.jit_compile = False
-            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._function(layout.map_fns)(*args)
+            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args)
         outputs = []
         metrics = self.model.metrics
         loss_sums = loss_sums.numpy()
