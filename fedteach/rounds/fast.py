@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context
+from tensorflow.python.framework import ops
 
 from fedteach.data.pipeline import ClientDataset, shuffle_with_buffer
 
@@ -31,7 +33,7 @@ from fedteach.data.pipeline import ClientDataset, shuffle_with_buffer
 class Layout:
     """A round's data laid out for the compiled function (see module docs)."""
 
-    examples: dict          # field -> array [rows_bucketed, ...], the examples before ``map_fns``
+    examples: dict          # field -> tensor [rows_bucketed, ...], the examples before ``map_fns``
     map_fns: tuple          # the map functions that the compiled function applies to ``examples``
     rows: int               # the real rows of ``examples`` (the rest is padding)
     index: np.ndarray       # int32 [clients, steps, batch], rows of ``examples``
@@ -145,6 +147,24 @@ def _map_groups(datasets) -> list:
     return list(groups.values())
 
 
+def _aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting at an ``align``-byte boundary (so a tensor can share it)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _tensor_sharing(array: np.ndarray) -> tf.Tensor:
+    """A tensor of ``array`` that shares its memory where TensorFlow allows it (aligned memory), instead of
+    ``tf.constant``'s copy (~0.3 ms for a round of EMNIST clients). ``array`` must never change afterwards."""
+    try:
+        return ops.EagerTensor(array, context.context().device_name, None)
+    except Exception:  # noqa: BLE001 -- an internal constructor: any change in it falls back to the copy
+        return tf.constant(array)
+
+
 def _num_rows(dataset) -> int:
     return len(next(iter(dataset.source.values())))
 
@@ -196,11 +216,11 @@ class Layouter:
         examples = {}
         for k, first in sources[0].items():
             # The padding rows are left as they are: the map treats each row on its own and no index points there.
-            stacked = np.empty((bucket(total),) + first.shape[1:], first.dtype)
+            stacked = _aligned_empty((bucket(total),) + first.shape[1:], first.dtype)
             np.concatenate([src[k] for src in sources], out=stacked[:total])
             examples[k] = stacked
         self._check_mapped_fields(fns, examples, datasets[0].client_id)
-        return examples, fns, offsets
+        return {k: _tensor_sharing(v) for k, v in examples.items()}, fns, offsets
 
     def _check_mapped_fields(self, fns, raw, client_id):
         """Checks the fields and shapes that ``fns`` make of ``raw`` examples (traced once per kind)."""
@@ -409,7 +429,7 @@ class FastTrainer:
         """Trains every client of ``layout`` from the given weights; ``return_clients`` also returns the
         clients' trainable weights (for aggregators)."""
         args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
-                {k: tf.constant(v) for k, v in layout.examples.items()}, tf.constant(layout.rows),
+                layout.examples, tf.constant(layout.rows),
                 tf.constant(layout.index), tf.constant(layout.mask),
                 tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate),
                 bool(return_clients))
