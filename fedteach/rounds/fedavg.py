@@ -49,6 +49,7 @@ class ServerOptimizer:
         self._initial = tuple(v.numpy() for v in self.state_variables)
         self._step = tf.function(self._assign_and_apply, autograph=False)  # Keras optimizers need no AutoGraph
         self._plain_sgd = _is_plain_sgd(optimizer)
+        self._learning_rate = np.float32(optimizer.learning_rate.numpy())  # used by the plain-SGD step
 
     def _assign_and_apply(self, weights, state, update):
         for v, w in zip(self.variables, weights):
@@ -64,9 +65,8 @@ class ServerOptimizer:
     def apply(self, weights: ModelWeights, state: tuple, update: list):
         """Moves ``weights`` by ``update`` (the average client change); returns (weights, state)."""
         if self._plain_sgd:  # FedAvg's default, in NumPy: the same float32 arithmetic as Keras' SGD step
-            learning_rate = np.float32(self.optimizer.learning_rate.numpy())
             trainable = collections.OrderedDict(
-                (name, w - (-u) * learning_rate) for (name, w), u in zip(weights.trainable.items(), update))
+                (name, w - (-u) * self._learning_rate) for (name, w), u in zip(weights.trainable.items(), update))
             return ModelWeights(trainable, weights.non_trainable), (state[0] + 1,)
         new_weights, new_state = self._step(list(weights.trainable.values()), list(state), list(update))
         trainable = collections.OrderedDict((name, w.numpy()) for name, w in zip(weights.trainable, new_weights))
