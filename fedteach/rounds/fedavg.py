@@ -65,8 +65,9 @@ class ServerOptimizer:
     def apply(self, weights: ModelWeights, state: tuple, update: list):
         """Moves ``weights`` by ``update`` (the average client change); returns (weights, state)."""
         if self._plain_sgd:  # FedAvg's default, in NumPy: the same float32 arithmetic as Keras' SGD step
-            trainable = collections.OrderedDict(
-                (name, w - (-u) * self._learning_rate) for (name, w), u in zip(weights.trainable.items(), update))
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging round is reported by next()
+                trainable = collections.OrderedDict(
+                    (name, w - (-u) * self._learning_rate) for (name, w), u in zip(weights.trainable.items(), update))
             return ModelWeights(trainable, weights.non_trainable), (state[0] + 1,)
         new_weights, new_state = self._step(list(weights.trainable.values()), list(state), list(update))
         trainable = collections.OrderedDict((name, w.numpy()) for name, w in zip(weights.trainable, new_weights))
