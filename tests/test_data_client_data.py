@@ -1,6 +1,5 @@
 """Behaviour of ClientData: the federated dataset interface of the tutorial."""
 
-import time
 
 import h5py
 import numpy as np
@@ -148,19 +147,19 @@ def test_from_h5_reads_tff_layout_with_sorted_ids(tmp_path):
     assert int(first['label']) == clients['f0002_00']['label'][0]
 
 
-def test_from_h5_opens_many_clients_quickly_and_reads_one_lazily(tmp_path):
+def test_from_h5_opens_many_clients_and_reads_one_as_a_view_of_the_file(tmp_path):
+    """Opening locates every client; a read copies nothing (the benchmark reports the times)."""
     path = tmp_path / 'many.h5'
     with h5py.File(path, 'w') as h5:
         for i in range(3383):
             group = h5.create_group(f'examples/f{i:04d}_00')
             group['label'] = np.full(3, i % 10, np.int32)
             group['pixels'] = np.ones((3, 28, 28), np.float32)
-    start = time.perf_counter()
     cd = ClientData.from_h5(path)
-    opened = time.perf_counter() - start
     arrays = cd.client_arrays('f3382_00')
-    assert len(cd) == 3383 and arrays['label'].tolist() == [2, 2, 2]
-    assert opened < 0.5
+    assert len(cd) == 3383 and cd.num_examples('f0001_00') == 3 and arrays['label'].tolist() == [2, 2, 2]
+    assert isinstance(arrays['pixels'].base, np.memmap) or isinstance(arrays['pixels'].base.base, np.memmap)
+    assert not arrays['pixels'].flags.writeable
 
 
 def test_from_h5_reads_compressed_and_contiguous_fields_alike(tmp_path):
