@@ -301,8 +301,12 @@ def main():
           f"TF {tf.__version__}  Keras {keras.__version__}  Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as folder:
         cd, written, opened, read10 = data_access(folder)
+        t = time.perf_counter()
+        ft.load_offline_digits()
+        offline = time.perf_counter() - t
         print(f"data: wrote EMNIST-sized h5 ({len(cd)} clients) in {written:.1f} s; "
-              f"ClientData.from_h5 {1000 * opened:.0f} ms; reading 10 random clients {1000 * read10:.1f} ms (median)")
+              f"ClientData.from_h5 {1000 * opened:.0f} ms; reading 10 random clients {1000 * read10:.1f} ms (median); "
+              f"load_offline_digits {1000 * offline:.0f} ms")
         tutorial = ft.ClientData.from_arrays(ft.make_emnist_like_clients(3, [93, 88, 94], seed=1, noise=0.35))
         workloads = [
             Workload("W1 tutorial, 3 clients x 10 epochs, linear", tutorial, 3, 10, 500, linear_model, 30,
