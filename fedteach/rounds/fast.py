@@ -49,7 +49,7 @@ class Trained:
     non_trainable: list
     outputs: list           # per client, the local outputs of the model's metric aggregation
     clients: list | None    # per variable, the clients' trainable weights stacked [clients, ...]
-    label_range: tuple      # (lowest, highest) mapped label 'y' of the round, (0, 0) if none
+    label_range: tuple      # (lowest, highest) mapped label 'y' of the round; (0, 0) without integer labels
 
 
 def bucket(n: int) -> int:
