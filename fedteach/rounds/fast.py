@@ -191,15 +191,17 @@ class Layouter:
         as last round (the tutorial reuses them) are stacked once, like ``tf.data``'s ``cache()``: map
         functions are taken to be deterministic."""
         streams = [_client_stream(ds, rng) for ds in datasets]
-        if self._last is not None and len(self._last[0]) == len(datasets) and all(
-                a is b for a, b in zip(self._last[0], datasets)):
-            examples, map_fns, offsets = self._last[1:]
-        else:
-            examples, map_fns, offsets = self._stack(datasets)
-            self._last = (list(datasets), examples, map_fns, offsets)
+        examples, map_fns, offsets = self.stacked(datasets)
         index, mask = _index(streams, offsets)
         rows = sum(_num_rows(ds) for ds in datasets)
         return Layout(examples, map_fns, rows, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+
+    def stacked(self, datasets):
+        """The round's examples (see ``_stack``); for the same dataset objects as last time, the same ones."""
+        if self._last is None or len(self._last[0]) != len(datasets) or any(
+                a is not b for a, b in zip(self._last[0], datasets)):
+            self._last = (list(datasets), *self._stack(datasets))
+        return self._last[1:]
 
     def _stack(self, datasets):
         """The round's raw examples in one array per field, padded to a bucket of rows, with each
@@ -370,12 +372,25 @@ class FastEvaluator:
             values += [tf.cast(m._fn(y, predictions, **m._fn_kwargs), tf.float32) for m in model.metrics]
             return tf.stack([tf.reshape(v, [-1]) for v in values], axis=1)
 
-        self._per_example = tf.function(per_example, jit_compile=True, reduce_retracing=True, autograph=False)
+        self._per_example = per_example
+        self._traces = {}  # (map functions' key, shapes) -> the compiled map + forward pass, traced
+
+    def _traced(self, map_fns, examples):
+        key = (_map_key(map_fns), tuple(v.shape for v in examples.values()))
+        if key not in self._traces:
+            apply_map = _vectorized(map_fns)
+
+            def values(raw):
+                mapped = apply_map(raw)
+                return self._per_example(mapped["x"], mapped["y"])
+
+            self._traces[key] = tf.function(values, jit_compile=True, autograph=False).get_concrete_function(examples)
+        return self._traces[key]
 
     def outputs(self, datasets) -> list:
         """Per client, the local outputs of the model's metric aggregation (the model's weights as loaded)."""
-        examples, offsets = self.layouter._map(datasets)
-        values = self._per_example(examples["x"], examples["y"]).numpy()  # [rows, 1 + metrics]
+        examples, map_fns, offsets = self.layouter.stacked(datasets)
+        values = self._traced(map_fns, examples)(examples).numpy()  # [rows, 1 + metrics]
         outputs = []
         for ds, offset in zip(datasets, offsets):
             stream = _client_stream(ds, np.random.default_rng(0))
