@@ -1,0 +1,193 @@
+"""The course's exercises, with otter-grader: generate the student notebooks, check they are current, grade.
+
+The master notebooks in ``course/`` hold the whole course: teaching cells, every exercise as an
+otter-grader question with its model answer, public tests (a hint for the student) and hidden tests
+(the grade). ``otter assign`` turns each master into a student notebook (answers and hidden tests
+removed) and an autograder zip. This script runs it for every master and writes:
+
+* ``notebooks/<name>.ipynb``: the student notebook, with a header cell of Binder / Colab badges and a
+  set-up cell for Colab, cell ids that do not change between runs, and no outputs;
+* ``build/autograder/<name>.zip``: the autograder (public + hidden tests) for ``otter run``.
+
+Usage (from the repository root, in the project's environment)::
+
+    python tools/course.py assign            # regenerate notebooks/ and build/autograder/
+    python tools/course.py check             # fail if notebooks/ is not what assign would write
+    python tools/course.py grade SUBMISSIONS # grade every .ipynb under SUBMISSIONS (no Docker)
+
+``assign`` runs each master with its model answers and fails if any test fails on them
+(``--no-run-tests`` skips that). ``grade`` runs ``otter run`` on each submission, on this machine,
+with the autograder of the notebook it was generated from, and writes ``grades.csv`` next to the
+submissions. (``otter grade`` needs Docker; ``otter run`` does the same grading without it.)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MASTERS = ROOT / "course"
+STUDENT = ROOT / "notebooks"
+AUTOGRADERS = ROOT / "build" / "autograder"
+REPOSITORY = "fedteach/fedteach"
+OTTER = [sys.executable, "-m", "otter"]
+
+HEADER = """[![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/{repo}/HEAD?urlpath=lab/tree/notebooks/{name}.ipynb)
+[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb)
+
+*Exercises:* cells that say `grader.check("...")` check your answer and give a hint when it is not right yet."""
+
+SETUP = """# On Colab (or any kernel without fedteach): install fedteach and the exercise checker, and fetch
+# this notebook's file, which holds the exercises' checks. Elsewhere this cell does nothing.
+import importlib.util, subprocess, sys, urllib.request
+if importlib.util.find_spec("fedteach") is None or importlib.util.find_spec("otter") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",
+                           "fedteach @ git+https://github.com/{repo}"])
+if "google.colab" in sys.modules:
+    urllib.request.urlretrieve("https://raw.githubusercontent.com/{repo}/main/notebooks/{name}.ipynb", "{name}.ipynb")"""
+
+
+def masters() -> list[pathlib.Path]:
+    """The master notebooks, in course order."""
+    return sorted(MASTERS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _stable_ids(nb, name: str) -> None:
+    for index, cell in enumerate(nb.cells):
+        digest = hashlib.sha1(f"{name}:{index}:{cell.cell_type}".encode()).hexdigest()[:8]
+        cell["id"] = f"{name[:2]}-{index:03d}-{digest}"
+
+
+def _student_notebook(path: pathlib.Path, name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    header = [nbformat.v4.new_markdown_cell(HEADER.format(repo=REPOSITORY, name=name)),
+              nbformat.v4.new_code_cell(SETUP.format(repo=REPOSITORY, name=name))]
+    # The title stays first, then the badges, the set-up cell and otter's init cell (which needs the set-up).
+    init = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("# Initialize Otter")]
+    cells = [c for c in nb.cells if not any(c is i for i in init)]
+    nb.cells = cells[:1] + header + init + cells[1:]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("widgets", None)
+    _stable_ids(nb, name)
+    return nb
+
+
+def assign(out_notebooks: pathlib.Path, out_autograders: pathlib.Path, run_tests: bool = True) -> list[str]:
+    """Runs ``otter assign`` on every master; returns the names written."""
+    out_notebooks.mkdir(parents=True, exist_ok=True)
+    out_autograders.mkdir(parents=True, exist_ok=True)
+    names = []
+    for master in masters():
+        name = master.stem
+        with tempfile.TemporaryDirectory() as tmp:
+            command = OTTER + ["assign", str(master), tmp]
+            if not run_tests:
+                command.append("--no-run-tests")
+            done = subprocess.run(command, cwd=MASTERS, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"otter assign failed for {master.name}:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+            student = _student_notebook(pathlib.Path(tmp, "student", master.name), name)
+            nbformat.write(student, out_notebooks / master.name)
+            zips = list(pathlib.Path(tmp, "autograder").glob("*.zip"))
+            if len(zips) == 1:
+                shutil.copyfile(zips[0], out_autograders / f"{name}.zip")
+        names.append(name)
+    return names
+
+
+def _canonical(path: pathlib.Path) -> str:
+    return json.dumps(nbformat.read(path, as_version=4), sort_keys=True, indent=1)
+
+
+def check() -> list[str]:
+    """The student notebooks that differ from what ``assign`` writes now (empty: all current)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        assign(pathlib.Path(tmp, "notebooks"), pathlib.Path(tmp, "autograder"), run_tests=False)
+        fresh = {p.name for p in pathlib.Path(tmp, "notebooks").glob("*.ipynb")}
+        current = {p.name for p in STUDENT.glob("[0-9][0-9]_*.ipynb")}
+        stale = sorted(current ^ fresh)
+        stale += [n for n in sorted(current & fresh)
+                  if _canonical(STUDENT / n) != _canonical(pathlib.Path(tmp, "notebooks", n))]
+    return stale
+
+
+def grade(submissions: pathlib.Path, autograders: pathlib.Path = AUTOGRADERS) -> list[dict]:
+    """Grades every ``*.ipynb`` under ``submissions`` with ``otter run``; writes ``grades.csv`` there.
+
+    A submission is matched to its autograder by the notebook's otter assignment name (the master's
+    file name), whatever the submission's file is called.
+    """
+    rows = []
+    for path in sorted(submissions.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        name = nbformat.read(path, as_version=4).metadata.get("otter", {}).get("assignment_name")
+        zip_path = autograders / f"{name}.zip"
+        if name is None or not zip_path.exists():
+            raise SystemExit(f"{path}: no autograder for assignment {name!r} in {autograders} "
+                             "(run `python tools/course.py assign` first)")
+        with tempfile.TemporaryDirectory() as out:
+            done = subprocess.run(OTTER + ["run", "--no-logo", "-a", str(zip_path), "-o", out, str(path)],
+                                  capture_output=True, text=True, cwd=path.parent)
+            results = pathlib.Path(out, "results.json")
+            if not results.exists():
+                raise SystemExit(f"otter run failed for {path}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            tests = json.loads(results.read_text())["tests"]
+        graded = [t for t in tests if "max_score" in t and t.get("name") != "Public Tests"]
+        score = sum(t["score"] for t in graded)
+        total = sum(t["max_score"] for t in graded)
+        rows.append({"submission": str(path.relative_to(submissions)), "assignment": name,
+                     "score": score, "max_score": total,
+                     "percent": round(100 * score / total, 1) if total else 100.0,
+                     **{t["name"]: t["score"] for t in graded}})
+    with open(submissions / "grades.csv", "w", newline="") as f:
+        fields = ["submission", "assignment", "score", "max_score", "percent"]
+        fields += sorted({k for row in rows for k in row} - set(fields))
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("assign", help="regenerate notebooks/ and build/autograder/ from course/")
+    p.add_argument("--no-run-tests", action="store_true", help="do not run the masters' tests on their answers")
+    sub.add_parser("check", help="fail if notebooks/ is stale")
+    p = sub.add_parser("grade", help="grade a folder of submitted notebooks")
+    p.add_argument("submissions", type=pathlib.Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "assign":
+        names = assign(STUDENT, AUTOGRADERS, run_tests=not args.no_run_tests)
+        print(f"wrote {len(names)} student notebooks to notebooks/ and autograders to build/autograder/")
+    elif args.command == "check":
+        stale = check()
+        if stale:
+            print("stale student notebooks (run `python tools/course.py assign`):", ", ".join(stale))
+            return 1
+        print("notebooks/ is current")
+    else:
+        for row in grade(args.submissions):
+            print(f"{row['submission']}: {row['score']:g} / {row['max_score']:g} ({row['percent']:g}%)")
+        print(f"wrote {args.submissions / 'grades.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
