@@ -11,7 +11,7 @@ removed) and an autograder zip. This script runs it for every master and writes:
 
 Usage (from the repository root, in the project's environment)::
 
-    python tools/course.py assign            # regenerate notebooks/ and build/autograder/
+    python tools/course.py assign [01 03]    # regenerate notebooks/ and build/autograder/ (all, or some)
     python tools/course.py check             # fail if notebooks/ is not what assign would write
     python tools/course.py grade SUBMISSIONS # grade every .ipynb under SUBMISSIONS (no Docker)
 
@@ -57,9 +57,10 @@ if "google.colab" in sys.modules:
     urllib.request.urlretrieve("https://raw.githubusercontent.com/{repo}/main/notebooks/{name}.ipynb", "{name}.ipynb")"""
 
 
-def masters() -> list[pathlib.Path]:
-    """The master notebooks, in course order."""
-    return sorted(MASTERS.glob("[0-9][0-9]_*.ipynb"))
+def masters(only=()) -> list[pathlib.Path]:
+    """The master notebooks, in course order; ``only``: name prefixes to keep (e.g. ``["01", "03"]``)."""
+    return [p for p in sorted(MASTERS.glob("[0-9][0-9]_*.ipynb"))
+            if not only or any(p.name.startswith(prefix) for prefix in only)]
 
 
 def _stable_ids(nb, name: str) -> None:
@@ -86,12 +87,13 @@ def _student_notebook(path: pathlib.Path, name: str) -> nbformat.NotebookNode:
     return nb
 
 
-def assign(out_notebooks: pathlib.Path, out_autograders: pathlib.Path, run_tests: bool = True) -> list[str]:
-    """Runs ``otter assign`` on every master; returns the names written."""
+def assign(out_notebooks: pathlib.Path, out_autograders: pathlib.Path, run_tests: bool = True,
+           only=()) -> list[str]:
+    """Runs ``otter assign`` on every master (or those named by ``only``); returns the names written."""
     out_notebooks.mkdir(parents=True, exist_ok=True)
     out_autograders.mkdir(parents=True, exist_ok=True)
     names = []
-    for master in masters():
+    for master in masters(only):
         name = master.stem
         with tempfile.TemporaryDirectory() as tmp:
             command = OTTER + ["assign", str(master), tmp]
@@ -168,13 +170,14 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("assign", help="regenerate notebooks/ and build/autograder/ from course/")
     p.add_argument("--no-run-tests", action="store_true", help="do not run the masters' tests on their answers")
+    p.add_argument("only", nargs="*", help="name prefixes of the masters to assign (default: all), e.g. 01 03")
     sub.add_parser("check", help="fail if notebooks/ is stale")
     p = sub.add_parser("grade", help="grade a folder of submitted notebooks")
     p.add_argument("submissions", type=pathlib.Path)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "assign":
-        names = assign(STUDENT, AUTOGRADERS, run_tests=not args.no_run_tests)
+        names = assign(STUDENT, AUTOGRADERS, run_tests=not args.no_run_tests, only=args.only)
         print(f"wrote {len(names)} student notebooks to notebooks/ and autograders to build/autograder/")
     elif args.command == "check":
         stale = check()
