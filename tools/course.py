@@ -7,7 +7,8 @@ removed) and an autograder zip. This script runs it for every master and writes:
 
 * ``notebooks/<name>.ipynb``: the student notebook, with a header cell of Binder / Colab badges and a
   set-up cell for Colab, cell ids that do not change between runs, and no outputs;
-* ``build/autograder/<name>.zip``: the autograder (public + hidden tests) for ``otter run``.
+* ``build/autograder/<name>.zip``: the autograder (public + hidden tests) for ``otter run``, and
+  ``build/autograder/<name>.ipynb``: the notebook with the model answers.
 
 Usage (from the repository root, in the project's environment)::
 
@@ -23,6 +24,7 @@ submissions. (``otter grade`` needs Docker; ``otter run`` does the same grading 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import hashlib
 import json
@@ -107,6 +109,8 @@ def assign(out_notebooks: pathlib.Path, out_autograders: pathlib.Path, run_tests
             zips = list(pathlib.Path(tmp, "autograder").glob("*.zip"))
             if len(zips) == 1:
                 shutil.copyfile(zips[0], out_autograders / f"{name}.zip")
+            # The notebook with the model answers, for instructors (and the tests).
+            shutil.copyfile(pathlib.Path(tmp, "autograder", master.name), out_autograders / master.name)
         names.append(name)
     return names
 
@@ -127,35 +131,36 @@ def check() -> list[str]:
     return stale
 
 
-def grade(submissions: pathlib.Path, autograders: pathlib.Path = AUTOGRADERS) -> list[dict]:
+def _grade_one(path: pathlib.Path, submissions: pathlib.Path, autograders: pathlib.Path) -> dict:
+    name = nbformat.read(path, as_version=4).metadata.get("otter", {}).get("assignment_name")
+    zip_path = autograders / f"{name}.zip"
+    if name is None or not zip_path.exists():
+        raise SystemExit(f"{path}: no autograder for assignment {name!r} in {autograders} "
+                         "(run `python tools/course.py assign` first)")
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(OTTER + ["run", "--no-logo", "-a", str(zip_path), "-o", out, str(path)],
+                              capture_output=True, text=True, cwd=path.parent)
+        results = pathlib.Path(out, "results.json")
+        if not results.exists():
+            raise SystemExit(f"otter run failed for {path}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        tests = json.loads(results.read_text())["tests"]
+    graded = [t for t in tests if "max_score" in t and t.get("name") != "Public Tests"]
+    score = sum(t["score"] for t in graded)
+    total = sum(t["max_score"] for t in graded)
+    return {"submission": path.relative_to(submissions).as_posix(), "assignment": name,
+            "score": score, "max_score": total, "percent": round(100 * score / total, 1) if total else 100.0,
+            **{t["name"]: t["score"] for t in graded}}
+
+
+def grade(submissions: pathlib.Path, autograders: pathlib.Path = AUTOGRADERS, jobs: int = 1) -> list[dict]:
     """Grades every ``*.ipynb`` under ``submissions`` with ``otter run``; writes ``grades.csv`` there.
 
     A submission is matched to its autograder by the notebook's otter assignment name (the master's
-    file name), whatever the submission's file is called.
+    file name), whatever the submission's file is called. ``jobs`` submissions are graded at once.
     """
-    rows = []
-    for path in sorted(submissions.rglob("*.ipynb")):
-        if ".ipynb_checkpoints" in path.parts:
-            continue
-        name = nbformat.read(path, as_version=4).metadata.get("otter", {}).get("assignment_name")
-        zip_path = autograders / f"{name}.zip"
-        if name is None or not zip_path.exists():
-            raise SystemExit(f"{path}: no autograder for assignment {name!r} in {autograders} "
-                             "(run `python tools/course.py assign` first)")
-        with tempfile.TemporaryDirectory() as out:
-            done = subprocess.run(OTTER + ["run", "--no-logo", "-a", str(zip_path), "-o", out, str(path)],
-                                  capture_output=True, text=True, cwd=path.parent)
-            results = pathlib.Path(out, "results.json")
-            if not results.exists():
-                raise SystemExit(f"otter run failed for {path}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-            tests = json.loads(results.read_text())["tests"]
-        graded = [t for t in tests if "max_score" in t and t.get("name") != "Public Tests"]
-        score = sum(t["score"] for t in graded)
-        total = sum(t["max_score"] for t in graded)
-        rows.append({"submission": str(path.relative_to(submissions)), "assignment": name,
-                     "score": score, "max_score": total,
-                     "percent": round(100 * score / total, 1) if total else 100.0,
-                     **{t["name"]: t["score"] for t in graded}})
+    paths = [p for p in sorted(submissions.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        rows = list(pool.map(lambda p: _grade_one(p, submissions, autograders), paths))
     with open(submissions / "grades.csv", "w", newline="") as f:
         fields = ["submission", "assignment", "score", "max_score", "percent"]
         fields += sorted({k for row in rows for k in row} - set(fields))
@@ -174,6 +179,7 @@ def main(argv=None) -> int:
     sub.add_parser("check", help="fail if notebooks/ is stale")
     p = sub.add_parser("grade", help="grade a folder of submitted notebooks")
     p.add_argument("submissions", type=pathlib.Path)
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "assign":
@@ -186,7 +192,7 @@ def main(argv=None) -> int:
             return 1
         print("notebooks/ is current")
     else:
-        for row in grade(args.submissions):
+        for row in grade(args.submissions, jobs=args.jobs):
             print(f"{row['submission']}: {row['score']:g} / {row['max_score']:g} ({row['percent']:g}%)")
         print(f"wrote {args.submissions / 'grades.csv'}")
     return 0

@@ -1,0 +1,144 @@
+"""The course's exercises are trustworthy: generated, current, graded right, and they give nothing away.
+
+The masters in ``course/`` are turned into student notebooks and autograders by ``tools/course.py``
+(otter-grader). These tests do it from scratch once, then:
+
+* the masters' own tests pass on their model answers (``otter assign`` runs them) and the generated
+  student notebooks equal the committed ``notebooks/`` (so they cannot go stale);
+* grading a folder with a fully correct and a blank submission of every notebook gives 100% and 0%;
+* every auto-graded question scores 0 for each of its plausible wrong answers
+  (``tests/wrong_answers/nbNN.py``) while the model answer scores full marks;
+* no line of a model answer appears anywhere in a student notebook.
+"""
+import importlib.util
+import pathlib
+import re
+
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _module(path: pathlib.Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+course = _module(ROOT / "tools" / "course.py", "course_tool")
+CHECK = re.compile(r'^grader\.check\("(?P<q>[^"]+)"\)\s*$')
+
+
+def _wrong_answers(name: str) -> dict:
+    path = ROOT / "tests" / "wrong_answers" / f"nb{name[:2]}.py"
+    return _module(path, f"wrong_{name[:2]}").WRONG if path.exists() else {}
+
+
+def answer_cells(nb) -> dict[str, int]:
+    """Question name -> index of its answer cell (the code cell just before its ``grader.check``)."""
+    found = {}
+    for index, cell in enumerate(nb.cells):
+        match = CHECK.match(cell.source.strip()) if cell.cell_type == "code" else None
+        if match:
+            answer = max(i for i in range(index) if nb.cells[i].cell_type == "code")
+            found[match["q"]] = answer
+    return found
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """Student notebooks and autograders made from the masters, with the masters' tests run."""
+    out = tmp_path_factory.mktemp("course")
+    names = course.assign(out / "notebooks", out / "autograder", run_tests=True)
+    return out, names
+
+
+def test_masters_exist_and_every_notebook_has_graded_exercises(generated):
+    out, names = generated
+    assert len(names) == 8
+    for name in names:
+        student = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert answer_cells(student), f"{name} has no auto-graded exercise"
+        assert (out / "autograder" / f"{name}.zip").exists()
+
+
+def test_committed_student_notebooks_are_the_generated_ones(generated):
+    out, names = generated
+    for name in names:
+        fresh = out / "notebooks" / f"{name}.ipynb"
+        committed = ROOT / "notebooks" / f"{name}.ipynb"
+        assert committed.exists(), f"notebooks/{name}.ipynb is missing: run `python tools/course.py assign`"
+        assert course._canonical(committed) == course._canonical(fresh), (
+            f"notebooks/{name}.ipynb is stale: run `python tools/course.py assign`")
+
+
+def _submission(student, answers: dict[str, str]):
+    nb = nbformat.from_dict(student)
+    cells = answer_cells(nb)
+    for question, source in answers.items():
+        nb.cells[cells[question]].source = source
+    return nb
+
+
+def _model_answers(name: str, out: pathlib.Path) -> dict[str, str]:
+    """The model answer of every auto-graded question: its answer cell in the solutions notebook."""
+    solved = nbformat.read(out / "autograder" / f"{name}.ipynb", as_version=4)
+    return {q: solved.cells[i].source for q, i in answer_cells(solved).items()}
+
+
+@pytest.fixture(scope="module")
+def graded(generated, tmp_path_factory):
+    """Grades, per notebook: the model answers, the blank student notebook, and each set of wrong answers."""
+    out, names = generated
+    folder = tmp_path_factory.mktemp("submissions")
+    expected = {}
+    for name in names:
+        student = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+        wrong = _wrong_answers(name)
+        for question in answer_cells(student):
+            assert len(wrong.get(question, [])) >= 2, (
+                f"{name} {question}: write two plausible wrong answers in tests/wrong_answers/nb{name[:2]}.py")
+        variants = {"correct": _model_answers(name, out), "blank": {}}
+        for k in range(max((len(v) for v in wrong.values()), default=0)):
+            variants[f"wrong{k}"] = {q: sources[k] for q, sources in wrong.items() if k < len(sources)}
+        for variant, answers in variants.items():
+            (folder / variant).mkdir(exist_ok=True)
+            nbformat.write(_submission(student, answers), folder / variant / f"{name}.ipynb")
+            expected[(variant, name)] = set(answers)
+    rows = course.grade(folder, out / "autograder", jobs=2)
+    return {(r["submission"].split("/")[0], r["assignment"]): r for r in rows}, expected
+
+
+def test_correct_submissions_get_full_marks_and_blank_ones_nothing(graded):
+    rows, _ = graded
+    for (variant, name), row in rows.items():
+        if variant == "correct":
+            assert row["percent"] == 100.0, f"{name}: the model answers scored {row}"
+        if variant == "blank":
+            assert row["score"] == 0, f"{name}: a blank submission scored {row}"
+
+
+def test_every_wrong_answer_is_rejected(graded):
+    rows, expected = graded
+    for (variant, name), questions in expected.items():
+        if not variant.startswith("wrong"):
+            continue
+        row = rows[(variant, name)]
+        for question in questions:
+            assert row[question] == 0, f"{name} {question}: wrong answer {variant} scored {row[question]}"
+
+
+def test_no_model_answer_line_appears_in_a_student_notebook(generated):
+    out, names = generated
+    for name in names:
+        student = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+        text = "\n".join(cell.source for cell in student.cells)
+        placeholders = {cells: student.cells[i].source for cells, i in answer_cells(student).items()}
+        for question, answer in _model_answers(name, out).items():
+            for line in answer.splitlines():
+                line = line.strip()
+                if len(line) < 12 or line.startswith("#") or line in placeholders[question]:
+                    continue
+                assert line not in text, f"{name} {question}: the model answer's line {line!r} is in the student notebook"
