@@ -27,28 +27,49 @@ def _progress(done: int, total: int, width: int = 30) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in ``--help`` when it has a value."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (and exit status 2), pointing to ``--help``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parses the command line (see ``fedteach --help``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fedteach",
         description="Federated Averaging on federated EMNIST (or the offline digits), "
-                    "as in the TFF tutorial. `fedteach lab` opens the course in JupyterLab.")
-    parser.add_argument("command", nargs="?", default="train", choices=["train", "lab"])
+                    "as in the TFF tutorial. `fedteach lab` opens the course in JupyterLab.",
+        formatter_class=_DefaultsShown)
+    parser.add_argument("command", nargs="?", default="train", choices=["train", "lab"],
+                        help="train: run the rounds here and print them; lab: open the course in JupyterLab "
+                             "(options after it, e.g. --no-browser --port 8890 --allow-root, go to JupyterLab)")
     parser.add_argument("--data", choices=["auto", "emnist", "offline"], default="auto",
                         help="auto: EMNIST when cached or downloadable, else the bundled offline digits")
-    parser.add_argument("--model", choices=["linear", "cnn"], default="linear")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--clients-per-round", type=int, default=3)
+    parser.add_argument("--model", choices=["linear", "cnn"], default="linear",
+                        help="linear: the tutorial's softmax regression; cnn: conv 32 3x3, max-pool, dense 128, dense 10")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of training")
+    parser.add_argument("--clients-per-round", type=int, default=3, help="clients that train in each round")
     parser.add_argument("--random-clients", action="store_true",
                         help="sample new clients every round (default: the tutorial's fixed first clients)")
-    parser.add_argument("--client-lr", type=float, default=0.02)
+    parser.add_argument("--client-lr", type=float, default=0.02, help="learning rate of the clients' local SGD")
     parser.add_argument("--server-lr", type=float, default=None,
                         help="server learning rate (default: 1.0 for sgd/momentum with fedavg/fedprox, 0.1 for "
                              "sgd with fedsgd and for adagrad, 0.01 for adam/yogi)")
     parser.add_argument("--algorithm", choices=["fedavg", "fedsgd", "fedprox"], default="fedavg",
                         help="fedavg (McMahan et al. 2017), fedsgd (one gradient per client per round) or "
                              "fedprox (fedavg with a proximal term, see --mu)")
-    parser.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal strength (with --algorithm fedprox)")
+    parser.add_argument("--mu", type=float, default=None,
+                        help="FedProx's proximal strength (only with --algorithm fedprox, where it defaults to 0.01)")
     parser.add_argument("--server-optimizer", choices=["sgd", "adam", "adagrad", "yogi", "momentum"], default="sgd",
                         help="server optimizer (Reddi et al. 2020): sgd = FedAvg, momentum = FedAvgM, "
                              "adam/adagrad/yogi = FedAdam/FedAdagrad/FedYogi")
@@ -62,22 +83,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bits", type=int, default=None,
                         help="compress each client update to this many bits per number (1-16), reports bytes sent")
     parser.add_argument("--epochs", type=int, default=10, help="local epochs per round")
-    parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=20, help="examples per local SGD step")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="fixes the initial weights, the shuffling and the client sampling")
     parser.add_argument("--csv", type=Path, help="write the history as CSV")
     parser.add_argument("--json", type=Path, help="write the history as JSON")
     parser.add_argument("--plot", type=Path, help="write the convergence plot as PNG")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.lab_args = extra
+    return args
 
 
-def lab() -> int:
-    """Opens the course notebooks in JupyterLab."""
+def lab(extra=()) -> int:
+    """Opens the course notebooks in JupyterLab; ``extra`` options go to JupyterLab (e.g. ``--no-browser``)."""
     notebooks = Path(__file__).resolve().parent.parent / "notebooks"
     if not notebooks.is_dir():
         print(f"fedteach lab: no notebooks folder at {notebooks}; run it from a clone of fedteach.", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(notebooks)])
+    return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(notebooks), *extra])
 
 
 def config_from_args(args):
@@ -99,25 +125,53 @@ def config_from_args(args):
         clients_per_round=args.clients_per_round, client_learning_rate=args.client_lr,
         server_learning_rate=server_lr, local_epochs=args.epochs, batch_size=args.batch_size,
         rounds=args.rounds, seed=args.seed, random_clients=args.random_clients, model=args.model,
-        algorithm=args.algorithm, proximal_mu=args.mu if args.algorithm == "fedprox" else 0.0,
+        algorithm=args.algorithm, proximal_mu=(0.01 if args.mu is None else args.mu) if args.algorithm == "fedprox" else 0.0,
         server_optimizer=args.server_optimizer, dp_noise_multiplier=args.dp_noise, dp_clip_norm=args.dp_clip,
         dp_delta=args.dp_delta, quantize_bits=args.bits)
 
 
+def _fail(message: str) -> int:
+    print(f"fedteach: {message}", file=sys.stderr)
+    return 2
+
+
+def _load_data(choice: str):
+    """The train and test data that ``--data`` asks for, with one line saying which."""
+    import fedteach as ft
+
+    if choice == "emnist":
+        train, test = ft.load_emnist()
+    elif choice == "offline":
+        train, test = ft.load_offline_digits()
+        print(f"Using the offline digits dataset ({len(train.client_ids)} simulated writers): --data offline.")
+    else:
+        train, test = ft.load_course_data()
+    return train, test
+
+
 def train(args) -> int:
     """Runs the experiment described by ``args`` and prints every round."""
-    if args.data != "auto":
-        os.environ["FEDTEACH_DATA"] = args.data
     import fedteach as ft
     from fedteach.experiment import Experiment
 
+    if args.mu is not None and args.algorithm != "fedprox":
+        return _fail(f"--mu applies to FedProx only: add --algorithm fedprox (got --algorithm {args.algorithm}).")
     try:
         config = config_from_args(args)
     except ValueError as error:
-        print(f"fedteach: {error}", file=sys.stderr)
-        return 2
-    train_data, test_data = ft.load_course_data()
-    experiment = Experiment(train_data, test_data, config, name="fedteach")
+        return _fail(str(error))
+    try:
+        train_data, test_data = _load_data(args.data)
+    except ft.DownloadError as error:
+        return _fail(f"federated EMNIST is not available ({str(error).splitlines()[0]}); "
+                     "use --data offline for the bundled digits, or --data auto to fall back to them.")
+    if config.clients_per_round > len(train_data.client_ids):
+        return _fail(f"--clients-per-round {config.clients_per_round} is more than the "
+                     f"{len(train_data.client_ids)} clients of this dataset.")
+    try:
+        experiment = Experiment(train_data, test_data, config, name=config.describe())
+    except ValueError as error:
+        return _fail(str(error))
     measurements = experiment.aggregator.measurement_names if experiment.aggregator else ()
     start = time.perf_counter()
 
@@ -138,13 +192,14 @@ def train(args) -> int:
         print(f"fedteach: {error}", file=sys.stderr)
         return 1
     finally:
-        _write_outputs(args, experiment.history)
-    print(f"{len(experiment.history)} rounds in {time.perf_counter() - start:.1f} s "
+        _write_outputs(args, experiment.history, f"{args.data} data, {args.algorithm}: {config.describe()}")
+    done = len(experiment.history)
+    print(f"{done} round{'s' if done != 1 else ''} in {time.perf_counter() - start:.1f} s "
           f"({experiment.process.path} engine)")
     return 0
 
 
-def _write_outputs(args, history) -> None:
+def _write_outputs(args, history, title: str) -> None:
     if args.json:
         args.json.write_text(json.dumps(history, indent=1, default=float))
     if args.csv and history:
@@ -157,13 +212,13 @@ def _write_outputs(args, history) -> None:
         import matplotlib
         matplotlib.use("Agg")
         from fedteach.plots import plot_convergence
-        plot_convergence(history).savefig(args.plot, dpi=120, bbox_inches="tight")
+        plot_convergence(history, title=title).savefig(args.plot, dpi=120, bbox_inches="tight")
 
 
 def main(argv=None) -> int:
     """Entry point of the ``fedteach`` command."""
     args = parse_args(argv)
-    return lab() if args.command == "lab" else train(args)
+    return lab(args.lab_args) if args.command == "lab" else train(args)
 
 
 if __name__ == "__main__":

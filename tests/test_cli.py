@@ -38,3 +38,59 @@ def test_dp_rounds_report_epsilon(capsys):
 def test_bad_settings_exit_with_a_message(args, message, capsys):
     assert cli.main(args + ["--rounds", "1"]) == 2
     assert message in capsys.readouterr().err
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_more_clients_than_the_dataset_has_is_one_line_and_status_2(capsys):
+    assert cli.main(["--clients-per-round", "100000", "--rounds", "1"]) == 2
+    assert "--clients-per-round 100000 is more than the 200 clients" in _one_line_error(capsys)
+
+
+def test_emnist_without_network_says_what_to_do_in_one_line(monkeypatch, tmp_path, capsys):
+    import fedteach as ft
+    real = ft.load_emnist
+    monkeypatch.setattr(ft, "load_emnist", lambda: real(cache_dir=tmp_path, base_url="http://127.0.0.1:9/", timeout=1))
+    monkeypatch.delenv("FEDTEACH_DATA")
+    assert cli.main(["--data", "emnist", "--rounds", "1"]) == 2
+    assert "use --data offline" in _one_line_error(capsys)
+
+
+def test_mu_without_fedprox_is_refused_instead_of_ignored(capsys):
+    assert cli.main(["--mu", "0.1", "--rounds", "1"]) == 2
+    assert "--algorithm fedprox" in _one_line_error(capsys)
+
+
+def test_an_unknown_option_is_one_line_and_status_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--no-such-option"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in _one_line_error(capsys)
+
+
+def test_offline_data_says_it_was_asked_for_and_one_round_is_singular(monkeypatch, capsys):
+    monkeypatch.delenv("FEDTEACH_DATA")
+    assert cli.main(["--data", "offline", "--rounds", "1", "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "offline digits dataset (200 simulated writers): --data offline." in out
+    assert "\n1 round in " in out and "FEDTEACH_DATA" not in out
+
+
+def test_lab_passes_jupyterlab_options_through(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command: calls.append(command) or 0)
+    assert cli.main(["lab", "--no-browser", "--port", "8890", "--allow-root"]) == 0
+    assert calls[0][-4:] == ["--no-browser", "--port", "8890", "--allow-root"]
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("--rounds ROUNDS (default: 10)", "(default: 3)", "(default: 0.02)", "(default: linear)"):
+        assert default.split(" (")[-1] in text
+    assert "lab: open the course in JupyterLab" in text
