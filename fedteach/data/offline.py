@@ -8,6 +8,16 @@ each writer has its own fixed handwriting style, a random affine transform
 its examples, and its own label skew (Dirichlet). Source images are split
 into disjoint train and test pools first, so no test example is a transformed
 copy of a train image.
+
+Scaling 8x8 images up 2.5 times turns every source pixel into a 2.5-pixel
+square, so a digit whose 8x8 image already has a solid patch (most often a
+"1" drawn as a two-pixel-wide bar) becomes a black blob, and a writer's
+enlarging, thickening style made it worse; a shifted, rotated digit could
+also leave the frame. So: source images with a solid patch are left out,
+each example is warped into a larger canvas and cut out around its ink, and
+an example that still fails the quality check (`_readable`: too much or too
+little ink, a solid patch, ink at the frame's edge) is drawn again, from
+another source image of its label with new jitter.
 """
 
 from __future__ import annotations
@@ -24,6 +34,12 @@ _SIZE, _BOX = 28, 20  # EMNIST frame; MNIST-style 20x20 box for the digit.
 _NUM_CLASSES = 10
 _TEST_SOURCE_FRACTION = 0.2
 _CHUNK = 512
+_CANVAS = 36  # The warp's output; the 28x28 frame is cut out of it around the ink.
+_MARGIN = 1  # Pixels kept free of ink along the frame's edge.
+_INK = 0.5  # A pixel with at least this much ink counts as ink in the quality check.
+_MAX_EROSIONS = 2  # A readable stroke survives at most two 3x3 erosions (no solid 7x7 patch).
+_INK_FRACTION = (0.04, 0.30)  # Share of the frame's pixels that are ink, as in EMNIST's digits.
+_REDRAWS = 20
 
 
 def load_offline_digits(
@@ -71,7 +87,8 @@ def load_offline_digits(
     rng = np.random.default_rng(seed)
     ink, labels = _framed_digits()
     order = rng.permutation(len(labels))
-    num_test = round(_TEST_SOURCE_FRACTION * len(labels))
+    order = order[_readable(ink[order], fraction=(0.0, 1.0))]  # No source with a solid patch.
+    num_test = round(_TEST_SOURCE_FRACTION * len(order))
     pools = {'test': order[:num_test], 'train': order[num_test:]}
 
     label_probs = rng.dirichlet(np.full(_NUM_CLASSES, alpha), size=num_clients)
@@ -90,8 +107,15 @@ def load_offline_digits(
         writer = np.repeat(np.arange(num_clients), sizes)
         example_labels = _sample_labels(rng, label_probs[writer])
         sources = _sample_sources(rng, example_labels, labels, pools[split])
-        thickness = styles['thickness'][writer, None, None].astype(np.float32)
-        pixels = 1.0 - _warp(ink[sources] ** thickness, *_example_transforms(rng, styles, writer))
+        drawn = _render(rng, ink, sources, styles, writer)
+        redo = np.flatnonzero(~_readable(drawn))
+        for _ in range(_REDRAWS):
+            if not redo.size:
+                break
+            sources[redo] = _sample_sources(rng, example_labels[redo], labels, pools[split])
+            drawn[redo] = _render(rng, ink, sources[redo], styles, writer[redo])
+            redo = redo[~_readable(drawn[redo])]
+        pixels = 1.0 - drawn
         bounds = np.cumsum(sizes)[:-1]
         splits.append(
             ClientData.from_arrays(
@@ -141,10 +165,11 @@ def _writer_styles(rng: np.random.Generator, num_clients: int) -> dict[str, np.n
     """One fixed handwriting style per writer."""
     return {
         'rotation': np.clip(rng.normal(0.0, np.deg2rad(12), num_clients), -0.5, 0.5),
-        'shear': np.clip(rng.normal(0.0, 0.25, num_clients), -0.6, 0.6),
-        'scale': np.exp(np.clip(rng.normal(0.0, 0.1, (num_clients, 2)), -0.25, 0.2)),
+        'shear': np.clip(rng.normal(0.0, 0.25, num_clients), -0.45, 0.45),
+        'scale': np.exp(np.clip(rng.normal(-0.05, 0.1, (num_clients, 2)), -0.3, 0.1)),
         'shift': np.clip(rng.normal(0.0, 1.0, (num_clients, 2)), -2.5, 2.5),
-        'thickness': np.exp(np.clip(rng.normal(0.0, 0.4, num_clients), -1.0, 1.0)),
+        # An exponent on the ink: above 1 thins the strokes' soft edges, below 1 thickens them.
+        'thickness': np.exp(np.clip(rng.normal(0.2, 0.35, num_clients), -0.3, 0.9)),
     }
 
 
@@ -186,12 +211,72 @@ def _example_transforms(
     return np.linalg.inv(forward).astype(np.float32), shift.astype(np.float32)
 
 
-def _warp(images: np.ndarray, inverse: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Bilinear affine warp of [n, 28, 28] images about their centre (zero outside)."""
+def _render(
+    rng: np.random.Generator,
+    ink: np.ndarray,
+    sources: np.ndarray,
+    styles: dict[str, np.ndarray],
+    writer: np.ndarray,
+) -> np.ndarray:
+    """Ink [n, 28, 28] of source images in their writers' styles, kept inside the frame.
+
+    An example whose ink reaches the frame's edge is warped again into a
+    larger canvas and cut out around its ink instead.
+    """
+    thickness = styles['thickness'][writer, None, None].astype(np.float32)
+    images = ink[sources] ** thickness
+    inverse, shift = _example_transforms(rng, styles, writer)
+    drawn = _warp(images, inverse, shift, _SIZE)
+    edge = drawn >= 0.1
+    edge[:, _MARGIN:-_MARGIN, _MARGIN:-_MARGIN] = False
+    out = np.flatnonzero(edge.any(axis=(1, 2)))
+    drawn[out] = _cut_out(_warp(images[out], inverse[out], shift[out], _CANVAS))
+    return drawn
+
+
+def _cut_out(canvas: np.ndarray) -> np.ndarray:
+    """The 28x28 window of each [n, 36, 36] canvas: centred, unless moving it keeps all ink inside."""
+    centred = (_CANVAS - _SIZE) // 2
+    offsets = []
+    for axis in (2, 1):  # Rows have ink where any column has, and the other way round.
+        inked = canvas.max(axis=axis) >= 0.1
+        first = np.argmax(inked, axis=1)
+        last = _CANVAS - 1 - np.argmax(inked[:, ::-1], axis=1)
+        low, high = last + _MARGIN - (_SIZE - 1), first - _MARGIN  # Offsets that keep the ink inside.
+        fits = low <= high
+        offsets.append(np.where(fits, np.clip(centred, low, high), (low + high) // 2).clip(0, _CANVAS - _SIZE))
+    steps = np.arange(_SIZE)
+    rows = (offsets[0][:, None] + steps)[:, :, None]
+    cols = (offsets[1][:, None] + steps)[:, None, :]
+    return canvas[np.arange(len(canvas))[:, None, None], rows, cols]
+
+
+def _readable(ink: np.ndarray, fraction: tuple[float, float] = _INK_FRACTION) -> np.ndarray:
+    """Which [n, 28, 28] ink images pass the quality check (a bool per image).
+
+    Readable: the share of ink pixels lies within `fraction`, no solid patch
+    (the ink survives at most `_MAX_EROSIONS` 3x3 erosions), and no ink
+    within `_MARGIN` pixels of the frame's edge.
+    """
+    inked = ink >= _INK
+    share = inked.mean(axis=(1, 2))
+    edge = inked.copy()
+    edge[:, _MARGIN:-_MARGIN, _MARGIN:-_MARGIN] = False
+    solid = inked
+    for _ in range(_MAX_EROSIONS + 1):  # A 3x3 erosion is a 3x1 erosion of a 1x3 erosion.
+        solid = np.pad(solid, ((0, 0), (0, 0), (1, 1)))
+        solid = solid[:, :, :-2] & solid[:, :, 1:-1] & solid[:, :, 2:]
+        solid = np.pad(solid, ((0, 0), (1, 1), (0, 0)))
+        solid = solid[:, :-2] & solid[:, 1:-1] & solid[:, 2:]
+    return (fraction[0] <= share) & (share <= fraction[1]) & ~solid.any(axis=(1, 2)) & ~edge.any(axis=(1, 2))
+
+
+def _warp(images: np.ndarray, inverse: np.ndarray, shift: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear affine warp of [n, 28, 28] images about their centre into [n, size, size] (zero outside)."""
     centre = (_SIZE - 1) / 2
     side = _SIZE + 2  # One pixel of zero padding on each side.
-    rows, cols = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float32).reshape(2, 1, -1) - centre
-    out = np.empty_like(images)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32).reshape(2, 1, -1) - (size - 1) / 2
+    out = np.empty((len(images), size, size), images.dtype)
     for start in range(0, len(images), _CHUNK):
         part = slice(start, start + _CHUNK)
         m, x, y = inverse[part], cols - shift[part, 0, None], rows - shift[part, 1, None]
@@ -206,5 +291,5 @@ def _warp(images: np.ndarray, inverse: np.ndarray, shift: np.ndarray) -> np.ndar
         top += wx * (padded.take(index + 1) - top)
         bottom += wx * (padded.take(index + side + 1) - bottom)
         top += wy * (bottom - top)
-        out[part] = top.reshape(-1, _SIZE, _SIZE)
+        out[part] = top.reshape(-1, size, size)
     return out
