@@ -14,8 +14,8 @@ square, so a digit whose 8x8 image already has a solid patch (most often a
 "1" drawn as a two-pixel-wide bar) becomes a black blob, and a writer's
 enlarging, thickening style made it worse; a shifted, rotated digit could
 also leave the frame. So: source images with a solid patch are left out,
-each example is warped into a larger canvas and cut out around its ink, and
-an example that still fails the quality check (`_readable`: too much or too
+an example whose ink would reach the frame's edge is warped into a larger
+canvas and cut out around its ink, and an example that still fails the quality check (`_readable`: too much or too
 little ink, a solid patch, ink at the frame's edge) is drawn again, from
 another source image of its label with new jitter.
 """
