@@ -1,5 +1,6 @@
 """Widgets driven from Python, without a browser: explorer, panel, dashboard."""
 import base64
+import contextvars
 import pathlib
 import time
 
@@ -7,11 +8,15 @@ import matplotlib
 
 matplotlib.use('Agg')
 
+import ipywidgets  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from ipywidgets.widgets.widget_description import DescriptionWidget  # noqa: E402
 import pytest  # noqa: E402
 
 import fedteach as ft  # noqa: E402
 from fedteach.experiment import ExperimentConfig  # noqa: E402
-from fedteach.widgets import ClientExplorer, HyperparameterPanel, TrainingDashboard  # noqa: E402
+from fedteach.widgets import BASIC_FIELDS, ClientExplorer, HyperparameterPanel, TrainingDashboard  # noqa: E402
+from fedteach.widgets.panel import LogFloatInput  # noqa: E402
 
 FAST = ExperimentConfig(local_epochs=1, rounds=2, clients_per_round=2, eval_clients=3)
 
@@ -49,8 +54,68 @@ def test_explorer_redraws_on_select_and_dropdown(data):
         explorer.select('nobody')
 
 
-def test_panel_round_trips_every_field():
+def test_explorer_reads_without_a_kernel(data):
+    """The explorer's display data holds a static picture, and snapshot() is the figure as an output."""
+    explorer = ClientExplorer(data[0])
+    explorer.select('writer_003')
+    bundle = explorer._repr_mimebundle_()
+    assert 'application/vnd.jupyter.widget-view+json' in bundle
+    assert bundle['text/plain'] == 'Client explorer: writer_003'
+    assert 'data:image/png;base64,' in bundle['text/html'] and 'writer_003' in bundle['text/html']
+    snapshot = explorer.snapshot()
+    (figure,) = snapshot.outputs()
+    assert base64.b64decode(figure['image/png']) == snapshot.png and snapshot.png.startswith(b'\x89PNG')
+    assert repr(snapshot).startswith('writer_003: ') and 'different labels' in repr(snapshot)
+
+
+def all_widgets(widget):
+    yield widget
+    for child in getattr(widget, 'children', ()):
+        yield from all_widgets(child)
+
+
+def test_panel_shows_what_notebook_3_taught_by_default():
+    config = ExperimentConfig(server_learning_rate=0.5, proximal_mu=0.1, algorithm='fedprox')
+    basic = HyperparameterPanel(config)
+    assert tuple(basic.widgets) == BASIC_FIELDS
+    labels = {getattr(w, 'description', '') for w in all_widgets(basic.widget)}
+    assert 'server learning rate' not in labels and 'FedProx mu' not in labels
+    basic.widgets['local_epochs'].value = 2
+    assert basic.config == config.replace(local_epochs=2)  # hidden fields keep the given values
+    full = HyperparameterPanel(config, controls='all')
+    assert set(full.widgets) == set(ExperimentConfig.__dataclass_fields__)
+    (folded,) = [w for w in all_widgets(full.widget) if w.__class__.__name__ == 'Accordion']
+    assert folded.selected_index is None and 'privacy' in folded.titles[0]
+    with pytest.raises(ValueError, match="controls must be 'basic'"):
+        HyperparameterPanel(controls='advanced')
+
+
+def test_every_widget_has_a_tooltip(data):
+    """ipywidgets 8 writes an unset tooltip of a labelled widget or a button into the DOM as title="null"."""
+    dashboard = TrainingDashboard(*data, FAST, controls='all')
+    missing = [repr(w)[:60] for w in all_widgets(dashboard.widget)
+               if isinstance(w, (DescriptionWidget, ipywidgets.Button)) and w.tooltip is None]
+    assert missing == []
+    described = [w for w in all_widgets(dashboard.widget) if getattr(w, 'description', '')]
+    assert all(w.tooltip for w in described), [w.description for w in described if not w.tooltip]
+
+
+def test_learning_rate_is_a_log_slider_that_takes_typed_values():
+    rate = LogFloatInput(0.02, 'client learning rate', -4, 1, tooltip='lr')
+    assert rate.slider.readout is False and rate.box.value == 0.02
+    rate.slider.value = 10 ** -1.3  # dragged: two significant digits, as the status line prints it
+    assert rate.value == 0.05
+    rate.value = 0.0123  # typed: exact, the slider follows
+    assert rate.value == 0.0123 and rate.slider.value == pytest.approx(0.0123)
+    rate.value = 500.0  # beyond the slider: its range grows
+    assert rate.slider.max == 3 and rate.slider.value == pytest.approx(500.0) and rate.value == 500.0
     panel = HyperparameterPanel()
+    panel.widgets['client_learning_rate'].value = 0.0123
+    assert panel.config.client_learning_rate == 0.0123
+
+
+def test_panel_round_trips_every_field():
+    panel = HyperparameterPanel(controls='all')
     assert set(panel.widgets) == set(ExperimentConfig.__dataclass_fields__)
     assert panel.config == ExperimentConfig()  # no float noise from the log sliders
     config = ExperimentConfig(clients_per_round=4, client_learning_rate=0.1, server_learning_rate=0.5,
@@ -64,7 +129,7 @@ def test_panel_round_trips_every_field():
 
 
 def test_dashboard_run_continue_restart(data):
-    dashboard = TrainingDashboard(*data, FAST)
+    dashboard = TrainingDashboard(*data, FAST, controls='all')
     assert len(dashboard.figure.axes[0].lines) == 0 and not dashboard.run_button.disabled
     dashboard.panel.widgets['clients_per_round'].value = 3
     dashboard.run_button.click()
@@ -74,7 +139,8 @@ def test_dashboard_run_continue_restart(data):
     assert [e['round'] for e in history] == [1, 2] and len(history[0]['clients']) == 3
     assert dashboard.progress.value == dashboard.progress.max == 2
     assert dashboard.round_label.value == 'round 2 / 2 of run 1 (model trained 2 rounds)'
-    assert '<td>2</td>' in dashboard.metrics.value and 'Done' in dashboard.status.value
+    assert '<td>2</td>' in dashboard.metrics.value
+    assert dashboard.status.value == 'Done: run 1 (lr=0.02, 3 clients, 1 epoch) trained 2 rounds.'
     assert not dashboard.run_button.disabled and dashboard.stop_button.disabled
     assert png_of(dashboard.plot_output).startswith(b'\x89PNG')
 
@@ -83,22 +149,34 @@ def test_dashboard_run_continue_restart(data):
     assert [e['round'] for e in dashboard.controller.history] == [1, 2, 3, 4]
     assert len(dashboard.controller.experiments) == 1
 
-    # new settings, continue: a new run from round 4
-    dashboard.panel.widgets['client_learning_rate'].value = 0.05
+    # only "rounds per Run" changed: still the same run, no new legend entry
     dashboard.panel.widgets['rounds'].value = 1
     dashboard.run(block=True)
+    assert [e['round'] for e in dashboard.controller.history] == [1, 2, 3, 4, 5]
+    assert len(dashboard.controller.experiments) == 1 and len(dashboard.figure.legends[0].get_texts()) == 1
+    assert dashboard.round_label.value == 'round 1 / 1 of run 1 (model trained 5 rounds)'
+
+    # new settings, continue: a new run from round 5, and the status line says why
+    dashboard.panel.widgets['client_learning_rate'].value = 0.05
+    dashboard.run(block=True)
     run2 = dashboard.controller.experiment
-    assert run2.name == 'run 2 (lr=0.05, 3 clients, 1 epoch, from round 4)'
-    assert run2.history[0]['round'] == 5 and dashboard.progress.max == 1
+    assert run2.name == 'run 2 (lr=0.05, 3 clients, 1 epoch, from round 5)'
+    assert run2.history[0]['round'] == 6 and dashboard.progress.max == 1
+    assert dashboard.status.value == ('New run 2: client learning rate 0.02 → 0.05; it continues from the model '
+                                      'after round 5. Done: run 2 (lr=0.05, 3 clients, 1 epoch, from round 5) '
+                                      'trained 1 rounds.')
 
     # restart: fresh weights
     dashboard.mode.value = 'restart'
     dashboard.run(block=True)
     run3 = dashboard.controller.experiment
     assert run3.name.startswith('run 3 (') and run3.history[0]['round'] == 1
+    assert 'Restart: it starts from fresh weights' in dashboard.status.value
     labels = [line.get_label() for line in dashboard.figure.axes[0].lines if line.get_label() != '_nolegend_']
     assert len(labels) == 6 and sum(label.startswith('run 3') for label in labels) == 2
-    assert len(dashboard.figure.legends[0].get_texts()) == 6
+    legend = [text.get_text() for text in dashboard.figure.legends[0].get_texts()]  # one entry per run
+    assert legend == ['run 1 (lr=0.02, 3 clients, 1 epoch)', 'run 2 (lr=0.05, 3 clients, 1 epoch)',
+                      'run 3 (lr=0.05, 3 clients, 1 epoch)']
     save_png(dashboard.plot_output, 'widget_dashboard')
 
     dashboard.reset_button.click()
@@ -106,8 +184,68 @@ def test_dashboard_run_continue_restart(data):
     assert dashboard.round_label.value == 'no rounds yet'
 
 
+def test_dashboard_legend_stays_readable_with_five_runs(data):
+    dashboard = TrainingDashboard(*data, FAST.replace(rounds=1))
+    for rate in (0.01, 0.02, 0.03, 0.05, 0.08):
+        dashboard.panel.widgets['client_learning_rate'].value = rate
+        dashboard.run(block=True)
+    legend = dashboard.figure.legends[0]
+    assert len(legend.get_texts()) == 5 and legend._ncols == 2
+    canvas = FigureCanvasAgg(dashboard.figure)
+    canvas.draw()  # lays the figure out as the PNG shows it
+    renderer = canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.x1 <= dashboard.figure.bbox.width  # inside the figure, not clipped
+    for ax in dashboard.figure.axes:  # and not over the plots
+        assert not box.overlaps(ax.get_window_extent(renderer))
+    save_png(dashboard.plot_output, 'widget_dashboard_five_runs')
+
+
+def test_dashboard_run_block_returns_a_static_snapshot(data):
+    dashboard = TrainingDashboard(*data, FAST)
+    snapshot = dashboard.run(block=True)
+    assert repr(snapshot) == 'round 2 / 2 of run 1 (model trained 2 rounds)'
+    figure, table = snapshot.outputs()
+    assert base64.b64decode(figure['image/png']).startswith(b'\x89PNG')
+    assert 'Done: run 1' in table['text/html'] and '<td>2</td>' in table['text/html']
+    bundle = dashboard._repr_mimebundle_()
+    assert bundle['text/plain'] == 'Training dashboard: round 2 / 2 of run 1 (model trained 2 rounds)'
+    assert 'VBox' not in bundle['text/plain'] and 'data:image/png;base64,' in bundle['text/html']
+    assert dashboard.run(block=False) is None
+    dashboard.wait()
+
+
+def test_worker_thread_keeps_the_callers_context(data, monkeypatch):
+    """ipykernel 7.0 reads the parent message from a ContextVar: widget updates from the thread need it."""
+    parent = contextvars.ContextVar('shell_parent')
+    parent.set({'header': {'msg_id': 'the Run click'}})
+    seen = []
+    dashboard = TrainingDashboard(*data, FAST.replace(rounds=1))
+    show_round = dashboard._show_round
+    monkeypatch.setattr(dashboard, '_show_round', lambda: (seen.append(parent.get()), show_round()))
+    dashboard.run(block=True)
+    assert dashboard.last_error is None and seen == [{'header': {'msg_id': 'the Run click'}}]
+
+
+def test_dashboard_stop_then_run_resumes_the_counter(data):
+    dashboard = TrainingDashboard(*data, FAST.replace(rounds=12))
+    dashboard.run(block=False)
+    deadline = time.time() + 120
+    while len(dashboard.controller.history) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    dashboard.stop()
+    dashboard.wait(timeout=120)
+    done = dashboard.controller.rounds_done
+    assert 2 <= done < 12 and dashboard.round_label.value == f'round {done} / 12 of run 1 (model trained {done} rounds)'
+    assert dashboard.status.value == f'Stopped after round {done} ({done} of 12). Press Run to continue.'
+    dashboard.run(block=True)  # resumes: the remaining rounds, in the same run
+    assert [e['round'] for e in dashboard.controller.history] == list(range(1, 13))
+    assert dashboard.round_label.value == 'round 12 / 12 of run 1 (model trained 12 rounds)'
+    assert len(dashboard.controller.experiments) == 1 and dashboard.progress.value == dashboard.progress.max == 12
+
+
 def test_dashboard_stop_diverge_and_recover(data):
-    dashboard = TrainingDashboard(*data, FAST.replace(rounds=100))
+    dashboard = TrainingDashboard(*data, FAST.replace(rounds=100), controls='all')
     dashboard.run(block=False)
     assert dashboard.run_button.disabled and not dashboard.stop_button.disabled
     deadline = time.time() + 60
@@ -125,9 +263,7 @@ def test_dashboard_stop_diverge_and_recover(data):
     # a huge learning rate diverges at once: a friendly message, the last good state kept
     dashboard.panel.widgets['rounds'].value = 1
     for name in ('client_learning_rate', 'server_learning_rate'):
-        slider = dashboard.panel.widgets[name]
-        slider.max = 25
-        slider.value = 1e20
+        dashboard.panel.widgets[name].value = 1e20  # typed
     dashboard.run(block=True)
     assert isinstance(dashboard.last_error, ft.DivergenceError)
     assert 'Training diverged' in dashboard.error.value and f'round {done + 1}' in dashboard.error.value

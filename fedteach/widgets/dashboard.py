@@ -1,21 +1,24 @@
-"""The training dashboard: hyperparameters, Run / Stop / Reset, progress, metrics and convergence plot."""
+"""The training dashboard: Run / Stop / Reset, progress, convergence plot beside the settings, metrics."""
 from __future__ import annotations
 
 import html
-import threading
+import re
 
 import ipywidgets as w
+from matplotlib.lines import Line2D
 
 from fedteach.experiment import ExperimentConfig
 from fedteach.plots import plot_convergence
 from fedteach.rounds import DivergenceError
-from fedteach.widgets._display import error_html, show_figures, shows_errors
+from fedteach.widgets._display import (Snapshot, error_html, figure_png, image_html, show_figures, shows_errors,
+                                       start_thread, widget_bundle)
 from fedteach.widgets.controller import TrainingController
 from fedteach.widgets.panel import HyperparameterPanel
 
-__all__ = ['TrainingDashboard']
+__all__ = ['TrainingDashboard', 'metrics_table']
 
 _TABLE_ROWS = 5
+_FIGSIZE = (6.6, 3.9)  # inches at 100 dpi: beside the settings on a 1366x768 screen
 
 
 class TrainingDashboard:
@@ -23,16 +26,25 @@ class TrainingDashboard:
 
     Run trains ``rounds per Run`` rounds in a worker thread, redrawing the
     progress bar, the round counter, a table of the last metrics and the
-    convergence plot of all runs after every round. Stop ends the run after
-    the current round; Reset forgets all runs. With changed settings, Run
-    continues from the current model or restarts from fresh weights, as the
-    "Continue / Restart" choice says; every such change is a new run on the
-    plot. A diverging round shows a message and keeps the last good model.
+    convergence plot of all runs after every round. Stop ends the Run after
+    the current round, and Run resumes it (round 3 of 100 goes on to 100).
+    Changing only "rounds per Run" keeps training the same run; other changed
+    settings start a new run (a new colour on the plot), which continues
+    from the current model or restarts from fresh weights, as the
+    "Continue / Restart" choice says, and the status line says which and
+    why. Reset forgets all runs. A diverging round shows a message and
+    keeps the last good model.
+
+    The plot sits beside the settings (both fit a 1366x768 screen); a
+    narrow window puts the settings under it.
 
     Args:
         train: training ``ClientData``.
         test: test ``ClientData``.
         config: initial settings (default :class:`~fedteach.experiment.ExperimentConfig`).
+        controls: ``'basic'`` (default: what notebook 3 teaches) or ``'all'``
+            (adds the model, server optimizer, FedProx, privacy and compression
+            settings, folded); see :class:`~fedteach.widgets.HyperparameterPanel`.
 
     Attributes:
         controller: the :class:`~fedteach.widgets.TrainingController` (runs, history).
@@ -47,40 +59,45 @@ class TrainingDashboard:
         >>> from fedteach.experiment import ExperimentConfig
         >>> train, test = ft.load_offline_digits(num_clients=5)
         >>> dashboard = TrainingDashboard(train, test, ExperimentConfig(local_epochs=1, rounds=2))
-        >>> dashboard.run(block=True)
-        >>> dashboard.progress.value, dashboard.round_label.value
-        (2, 'round 2 / 2 of run 1 (model trained 2 rounds)')
-        >>> dashboard  # doctest: +SKIP
+        >>> dashboard.run(block=True)  # in a notebook: the figure and the table, as static outputs
+        round 2 / 2 of run 1 (model trained 2 rounds)
+        >>> dashboard.progress.value, dashboard.status.value
+        (2, 'Done: run 1 (lr=0.02, 3 clients, 1 epoch) trained 2 rounds.')
     """
 
-    def __init__(self, train, test, config: ExperimentConfig | None = None):
+    def __init__(self, train, test, config: ExperimentConfig | None = None, controls: str = 'basic'):
         self.controller = TrainingController(train, test)
-        self.panel = HyperparameterPanel(config, max_clients=min(len(train.client_ids), 100))
+        self.panel = HyperparameterPanel(config, max_clients=min(len(train.client_ids), 100), controls=controls)
         self.figure, self.thread, self.last_error = None, None, None
         self.run_button = w.Button(description='Run', button_style='success', icon='play',
-                                   tooltip='Train the rounds set in "rounds per Run"')
+                                   tooltip='Train the rounds set in "rounds per Run" (or resume a stopped Run)')
         self.stop_button = w.Button(description='Stop', button_style='danger', icon='stop', disabled=True,
-                                    tooltip='Stop after the current round')
+                                    tooltip='Stop after the current round; Run resumes')
         self.reset_button = w.Button(description='Reset', icon='refresh', tooltip='Forget all runs')
         self.mode = w.ToggleButtons(options=[('Continue', 'continue'), ('Restart', 'restart')], value='continue',
-                                    description='new settings:',
+                                    description='new settings:', tooltip='What Run does after a settings change',
                                     tooltips=['Run goes on from the current model',
-                                              'Run starts a new model from scratch'])
-        self.progress = w.IntProgress(value=0, min=0, max=self.panel.config.rounds, description='progress')
-        self.round_label = w.Label('no rounds yet')
-        self.metrics = w.HTML()
-        self.status = w.HTML()
-        self.error = w.HTML()
-        self.plot_output = w.Output()
+                                              'Run starts a new model from scratch'],
+                                    style={'description_width': '7em', 'button_width': '6.5em'})
+        self.progress = w.IntProgress(value=0, min=0, max=self.panel.config.rounds, tooltip='rounds of this Run',
+                                      layout=w.Layout(width='12em'))
+        self.round_label = w.Label('no rounds yet', tooltip='')
+        self.metrics = w.HTML(tooltip='')
+        self.status = w.HTML(tooltip='')
+        self.error = w.HTML(tooltip='')
+        self.plot_output = w.Output(layout=w.Layout(width=f'{_FIGSIZE[0] * 100 + 4:.0f}px'))
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.reset_button.on_click(lambda _: self.reset())
+        for button in (self.run_button, self.stop_button, self.reset_button):
+            button.layout.width = '6.5em'
+        wrap = w.Layout(flex_flow='row wrap', align_items='center')
         self.widget = w.VBox([
-            self.panel.widget,
-            w.HBox([self.run_button, self.stop_button, self.reset_button]),
-            self.mode,
-            w.HBox([self.progress, self.round_label]),
-            self.status, self.error, self.metrics, self.plot_output])
+            w.HBox([self.run_button, self.stop_button, self.reset_button, self.progress, self.round_label],
+                   layout=wrap),
+            self.status, self.error,
+            w.HBox([self.plot_output, w.VBox([self.panel.widget, self.mode])], layout=wrap),
+            self.metrics])
         self._redraw()
 
     @property
@@ -89,22 +106,26 @@ class TrainingDashboard:
         return self.thread is not None and self.thread.is_alive()
 
     @shows_errors
-    def run(self, block: bool = False) -> None:
-        """Trains with the panel's settings in a worker thread (Run button); ``block=True`` waits for it."""
+    def run(self, block: bool = False) -> Snapshot | None:
+        """Trains with the panel's settings in a worker thread (Run button).
+
+        Args:
+            block: wait until the Run ends and return :meth:`snapshot` (for
+                notebooks read without a kernel, and for tests).
+        """
         if self.running:
             self.status.value = 'Already running: press Stop first.'
-            return
+            return None
         self.error.value, self.last_error = '', None
         config = self.panel.config  # a ValueError here is shown by shows_errors
-        mode = self.mode.value
         self.run_button.disabled, self.stop_button.disabled = True, False
-        self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, 0, ''
         self.status.value = 'Preparing the model...'
-        self.thread = threading.Thread(target=self._work, args=(config, mode), daemon=True,
-                                       name='fedteach-dashboard')
-        self.thread.start()
+        # The worker runs in a copy of this cell's (or click's) context: see start_thread.
+        self.thread = start_thread(self._work, config, self.mode.value, name='fedteach-dashboard')
         if block:
             self.wait()
+            return self.snapshot()
+        return None
 
     def wait(self, timeout: float | None = None) -> None:
         """Waits for the worker thread to finish (for tests and nbval)."""
@@ -129,24 +150,36 @@ class TrainingDashboard:
         self.status.value, self.error.value, self.metrics.value = 'All runs cleared.', '', ''
         self._redraw()
 
+    def snapshot(self) -> Snapshot:
+        """What the dashboard shows now, as outputs that need no kernel: the plot, the status and the table.
+
+        Example:
+            >>> import fedteach as ft
+            >>> train, test = ft.load_offline_digits(num_clients=5)
+            >>> snapshot = TrainingDashboard(train, test).snapshot()
+            >>> snapshot.text, snapshot.png[:4]
+            ('no rounds yet', b'\\x89PNG')
+        """
+        parts = [f'<div>{self.status.value}</div>' if self.status.value else '', self.error.value,
+                 self.metrics.value]
+        return Snapshot(self.round_label.value, figure_png(self.figure), ''.join(parts))
+
     def _work(self, config: ExperimentConfig, mode: str) -> None:
-        done = 0
+        controller = self.controller
         try:
-            experiment = self.controller.prepare(config, mode)
-            self.status.value = html.escape(self.controller.note) + ' Training...'
-
-            def on_round(entry):
-                nonlocal done
-                done += 1
-                self._show_round(entry, done, config.rounds)
-
-            self.controller.run(callback=on_round)
-            if self.controller.stop_requested and done < config.rounds:
-                self.status.value = (f'Stopped after round {experiment.round_num} ({done} of {config.rounds}). '
-                                     'Press Run to continue.')
+            experiment = controller.prepare(config, mode)
+            self.progress.max, self.progress.value = controller.rounds_total, controller.rounds_done
+            self.progress.bar_style = ''
+            self.status.value = html.escape(controller.note) + ' Training...'
+            controller.run(callback=lambda entry: self._show_round())
+            total = controller.rounds_total
+            if controller.unfinished:
+                self.status.value = (f'Stopped after round {experiment.round_num} ({controller.rounds_done} of '
+                                     f'{total}). Press Run to continue.')
                 self.progress.bar_style = 'warning'
             else:
-                self.status.value = f'Done: {experiment.name} trained {done} rounds.'
+                done = f'Done: {experiment.name} trained {total} rounds.'
+                self.status.value = html.escape(f'{controller.note} {done}' if controller.new_run else done)
                 self.progress.bar_style = 'success'
         except DivergenceError as error:
             self.last_error = error
@@ -163,22 +196,38 @@ class TrainingDashboard:
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def _show_round(self, entry: dict, done: int, total: int) -> None:
-        experiment = self.controller.experiment
-        self.progress.value = done
+    def _show_round(self) -> None:
+        controller, experiment = self.controller, self.controller.experiment
+        self.progress.value = controller.rounds_done
         number = experiment.name.split(' (')[0]
-        self.round_label.value = f'round {done} / {total} of {number} ' \
-                                 f'(model trained {experiment.round_num} rounds)'
+        self.round_label.value = (f'round {controller.rounds_done} / {controller.rounds_total} of {number} '
+                                  f'(model trained {experiment.round_num} rounds)')
         self.metrics.value = metrics_table(experiment.history[-_TABLE_ROWS:])
         self._redraw()
 
     def _redraw(self) -> None:
-        self.figure = plot_convergence(self.controller.history, figsize=(11, 4.6))
+        self.figure = plot_convergence(self.controller.history, figsize=_FIGSIZE)
+        _legend_per_run(self.figure)
         show_figures(self.plot_output, self.figure)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs):
+        text = f'Training dashboard: {self.round_label.value}'
+        static = (f'<p><i>{html.escape(text)}</i> (the interactive dashboard needs a running kernel)</p>'
+                  + image_html(figure_png(self.figure), 'convergence plot') + self.metrics.value)
+        return widget_bundle(self.widget, text, static, **kwargs)
+
+
+def _legend_per_run(fig) -> None:
+    """One legend entry per run (its colour, its settings), two columns when they fit; the caption tells the
+    line styles, and the line joining a continued run to the one before shows where it started."""
+    for legend in list(fig.legends):
+        legend.remove()
+    handles = [Line2D([], [], color=line.get_color(), linewidth=2,
+                      label=re.sub(r', from round \d+\)$', ')', line.get_label()[:-len(' train')]))
+               for line in fig.axes[0].lines if line.get_label().endswith(' train')]
+    if handles:
+        columns = 2 if len(handles) > 1 and max(len(h.get_label()) for h in handles) <= 48 else 1
+        fig.legend(handles=handles, loc='outside lower center', ncols=columns, fontsize='small', frameon=False)
 
 
 def metrics_table(entries: list[dict]) -> str:

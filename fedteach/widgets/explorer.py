@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import html
+import re
 
 import ipywidgets as w
 import numpy as np
 from fedteach.plots import Figure, plot_label_histogram, plot_samples
-from fedteach.widgets._display import shows_errors, show_figures
+from fedteach.widgets._display import (Snapshot, figure_png, image_html, show_figures, shows_errors,
+                                       widget_bundle)
 
 __all__ = ['ClientExplorer']
 
@@ -18,6 +20,10 @@ class ClientExplorer:
         client_data: the federated dataset (tutorial element structure).
         num_samples: how many samples to show.
         num_classes: number of labels.
+
+    Displayed in a notebook, it is the live widget; without a kernel (a
+    static page, an untrusted notebook) the same output shows the current
+    figure instead. :meth:`snapshot` gives that figure as an ordinary output.
 
     Attributes:
         dropdown: the client chooser; changing its value redraws.
@@ -32,14 +38,17 @@ class ClientExplorer:
         >>> explorer.select('writer_002')
         >>> explorer.client_id, len(explorer.output.outputs)
         ('writer_002', 1)
+        >>> explorer.snapshot()
+        writer_002: 39 examples, 7 different labels (0, 1, 2, 3, 5, 7, 9)
     """
 
     def __init__(self, client_data, num_samples: int = 10, num_classes: int = 10):
         self.client_data, self.num_samples, self.num_classes = client_data, num_samples, num_classes
         self.figure, self.last_error = None, None
-        self.dropdown = w.Dropdown(options=list(client_data.client_ids), description='writer')
-        self.info = w.HTML()
-        self.error = w.HTML()
+        self.dropdown = w.Dropdown(options=list(client_data.client_ids), description='writer',
+                                   tooltip="Pick a writer (a client) to see their samples and labels")
+        self.info = w.HTML(tooltip='')
+        self.error = w.HTML(tooltip='')
         self.output = w.Output()
         self.widget = w.VBox([self.dropdown, self.info, self.output, self.error])
         self.dropdown.observe(self._on_change, names='value')
@@ -78,6 +87,11 @@ class ClientExplorer:
         self.figure = fig
         show_figures(self.output, fig)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def snapshot(self) -> Snapshot:
+        """The current figure and the client's line, as outputs that need no kernel (for static pages)."""
+        return Snapshot(html.unescape(re.sub('<[^>]+>', '', self.info.value)), figure_png(self.figure))
+
+    def _repr_mimebundle_(self, **kwargs):
+        text = f'Client explorer: {self.client_id}'
+        static = f'<p>{self.info.value}</p>' + image_html(figure_png(self.figure), f'samples of {self.client_id}')
+        return widget_bundle(self.widget, text, static, **kwargs)
