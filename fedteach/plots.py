@@ -1,4 +1,4 @@
-"""Plots for the course: convergence of runs, label distributions, a writer's samples, partitions.
+"""Plots for the course: convergence of runs, label distributions, a writer's samples, partitions, a round.
 
 Every function returns a :class:`matplotlib.figure.Figure` and accepts an
 existing ``ax`` (or ``fig``) to draw into. New figures are made without
@@ -17,15 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import io
+import textwrap
+
+import numpy as np
 
 from matplotlib import figure as _mpl_figure
 from matplotlib.ticker import MaxNLocator
 
 from fedteach.data import label_histogram, label_matrix
 
-__all__ = ['Figure', 'OKABE_ITO', 'LABEL_COLORS', 'plot_convergence', 'plot_label_distribution', 'plot_label_histogram',
+__all__ = ['Figure', 'OKABE_ITO', 'LABEL_COLORS', 'accuracy_ylim', 'plot_convergence', 'plot_federated_round', 'plot_label_distribution', 'plot_label_histogram',
            'plot_label_heatmap', 'plot_samples', 'plot_partition_comparison', 'runs_of']
 
 OKABE_ITO = ('#0072B2', '#E69F00', '#009E73', '#D55E00', '#56B4E9', '#CC79A7', '#000000', '#F0E442')
@@ -112,13 +114,16 @@ def _continued_from(runs, name, key):
 
 
 def plot_convergence(histories_or_runs, metrics: Sequence[str] = ('loss', 'accuracy'), *, fig=None, axes=None,
-                     title: str | None = None, figsize=None) -> Figure:
+                     title: str | None = None, figsize=None, evaluated_on: str | None = None,
+                     loss_scale: str = 'auto') -> Figure:
     """Training (solid) and evaluation (dashed) metrics per round, one panel per metric, one colour per run.
 
     Training metrics are averaged over the clients' local training during
     the round, on their own data; evaluation metrics come from the model
-    after the round on held-out test clients. The gap between the two is the
-    tutorial's caveat made visible.
+    after the round, on whatever data the caller evaluated it on: the
+    caption says so only as precisely as it is told (``evaluated_on``, or
+    the entries' ``'evaluated_on'``), else just "evaluation". The gap between
+    the two is the tutorial's caveat made visible.
 
     Args:
         histories_or_runs: history entries as :class:`~fedteach.experiment.Experiment`
@@ -130,6 +135,14 @@ def plot_convergence(histories_or_runs, metrics: Sequence[str] = ('loss', 'accur
         axes: existing axes, one per metric.
         title: a title over the panels.
         figsize: size of a new figure (default grows with the number of panels).
+        evaluated_on: what the evaluation measured, as a phrase that follows
+            "evaluation on" (e.g. an Experiment's ``evaluation_description``).
+            Default: the entries' ``'evaluated_on'`` when the runs agree on
+            it (each run's own otherwise), else no claim at all.
+        loss_scale: ``'linear'``, ``'log'``, or ``'auto'``: log when the
+            largest loss is more than 10 times the median of the plotted
+            losses (a diverging run, or runs orders of magnitude apart), so
+            that one run does not flatten the others.
 
     Returns:
         The figure. Its lines are labelled ``'<run> train'`` and ``'<run> evaluation'``;
@@ -139,10 +152,17 @@ def plot_convergence(histories_or_runs, metrics: Sequence[str] = ('loss', 'accur
     Example:
         >>> history = [{'run': 'run 1', 'round': r, 'train_loss': 2.0 / r, 'eval_loss': 2.2 / r,
         ...             'train_accuracy': 0.3 * r, 'eval_accuracy': 0.25 * r} for r in (1, 2, 3)]
-        >>> fig = plot_convergence(history)
+        >>> fig = plot_convergence(history, evaluated_on='the 20 test writers')
         >>> [line.get_label() for line in fig.axes[0].lines]
         ['run 1 train', 'run 1 evaluation']
+        >>> print(fig.get_suptitle())
+        solid: training (clients' own data, during the round)
+        dashed: evaluation on the 20 test writers
+        >>> fig.axes[0].get_yscale()
+        'linear'
     """
+    if loss_scale not in ('linear', 'log', 'auto'):
+        raise ValueError(f"loss_scale must be 'linear', 'log' or 'auto', got {loss_scale!r}.")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     runs = runs_of(histories_or_runs)
     if axes is not None:
@@ -154,6 +174,7 @@ def plot_convergence(histories_or_runs, metrics: Sequence[str] = ('loss', 'accur
     if len(axes) != len(metrics):
         raise ValueError(f'got {len(axes)} axes for {len(metrics)} metrics {metrics}.')
     for ax, metric in zip(axes, metrics):
+        values = []
         for i, (name, entries) in enumerate(runs.items()):
             color = OKABE_ITO[i % len(OKABE_ITO)]
             for kind, style, label in (('train', '-', 'train'), ('eval', '--', 'evaluation')):
@@ -165,6 +186,7 @@ def plot_convergence(histories_or_runs, metrics: Sequence[str] = ('loss', 'accur
                             color=color, label='_nolegend_')
                 if points:
                     x, y = zip(*points)
+                    values.extend(y)
                     ax.plot(x, y, linestyle=style, marker='o' if kind == 'train' else 's', markersize=4,
                             linewidth=2, color=color, label=f'{name} {label}')
         ax.set_title(metric.replace('_', ' ').capitalize())
@@ -174,14 +196,162 @@ def plot_convergence(histories_or_runs, metrics: Sequence[str] = ('loss', 'accur
         ax.grid(True, alpha=0.3)
         if 'accuracy' in metric:
             ax.set_ylim(0, 1)
+        if 'loss' in metric and _log_scale(values, loss_scale):
+            ax.set_yscale('log')
+            ax.set_ylabel(f'{ax.get_ylabel()}, log scale')
         if not runs:
             ax.text(0.5, 0.5, 'no rounds yet', transform=ax.transAxes, ha='center', va='center', color='0.4')
     if runs:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc='outside lower center', ncols=min(2, len(labels)) if len(runs) > 1 else 2,
                    fontsize='small', frameon=False)
-    caption = 'solid: training (clients\' own data, during the round)   dashed: evaluation (held-out test clients)'
+    caption = '\n'.join(_convergence_caption(runs, metrics, evaluated_on, width=int(16 * fig.get_figwidth())))
     fig.suptitle(f'{title}\n{caption}' if title else caption, fontsize='small' if not title else 'medium')
+    return fig
+
+
+def _log_scale(losses, loss_scale: str) -> bool:
+    """Whether a loss panel gets a log axis: always, never, or when the largest loss dwarfs the median."""
+    positive = np.asarray([v for v in losses if np.isfinite(v) and v > 0], dtype=float)
+    if loss_scale != 'auto' or positive.size == 0:
+        return loss_scale == 'log' and positive.size > 0
+    return bool(positive.max() > 10 * np.median(positive))
+
+
+def _convergence_caption(runs, metrics, evaluated_on, width: int) -> list[str]:
+    """The caption's lines: what solid and dashed lines measure, and no more than the caller said."""
+    lines = ["solid: training (clients' own data, during the round)"]
+    evaluated = {name: entries for name, entries in runs.items()
+                 if any(e.get(f'eval_{m}') is not None for e in entries for m in metrics)}
+    if not evaluated:
+        return lines
+    if evaluated_on is not None:
+        descriptions = {'': evaluated_on}
+    else:
+        descriptions = {name: next((e['evaluated_on'] for e in entries if e.get('evaluated_on')), None)
+                        for name, entries in evaluated.items()}
+        if len(set(descriptions.values())) == 1:
+            descriptions = {'': next(iter(descriptions.values()))}
+    for name, description in descriptions.items():
+        who = f' ({name})' if name else ''
+        text = f'dashed{who}: evaluation' + (f' on {description}' if description else '')
+        lines.extend(textwrap.wrap(text, width=max(width, 40), subsequent_indent='    '))
+    return lines
+
+
+def accuracy_ylim(ax, values, *, min_span: float = 0.2, annotate: bool = True) -> tuple[float, float]:
+    """Y-limits for accuracies that show their differences at their true size.
+
+    Matplotlib's automatic limits stretch any spread to the full axis, so
+    0.657 and 0.675 look like a large gap. The window chosen here is at
+    least ``min_span`` wide (in accuracy, 0.2 = 20 points), centred on the
+    values and kept inside [0, 1]; with ``annotate`` the axes say the spread
+    in percentage points. Bars should start at 0: pass ``min_span=1``.
+
+    Args:
+        ax: the axes of a line or bar plot of accuracies.
+        values: the accuracies plotted (in [0, 1]).
+        min_span: the narrowest window shown.
+        annotate: write "spread: max - min = N points" into the axes.
+
+    Returns:
+        The limits set, ``(low, high)``.
+
+    Example:
+        >>> ax = Figure().add_subplot()
+        >>> _ = ax.plot([1, 2, 3], [0.657, 0.675, 0.668])
+        >>> accuracy_ylim(ax, [0.657, 0.675, 0.668])
+        (0.566, 0.766)
+        >>> ax.texts[0].get_text()
+        'spread: max - min = 1.8 points'
+    """
+    values = np.asarray(values, dtype=float).reshape(-1)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError('accuracy_ylim needs at least one finite accuracy, got none.')
+    if not 0 < min_span <= 1:
+        raise ValueError(f'min_span must be in (0, 1] (a share of the accuracy axis), got {min_span}.')
+    low, high = float(values.min()), float(values.max())
+    span = max(min_span, high - low)
+    bottom = min(max(0.0, (low + high - span) / 2), 1.0 - span)
+    limits = (round(bottom, 6), round(bottom + span, 6))
+    ax.set_ylim(*limits)
+    if annotate:
+        ax.text(0.99, 0.02, f'spread: max - min = {100 * (high - low):.1f} points', transform=ax.transAxes,
+                ha='right', va='bottom', fontsize='small', color='0.3')
+    return limits
+
+
+def plot_federated_round(num_clients: int = 3, *, ax=None, fig=None) -> Figure:
+    """A diagram of one round of Federated Averaging, in the tutorial's vocabulary.
+
+    The server holds the server state (the model weights) at ``SERVER``;
+    the clients hold their data at ``CLIENTS``. One call of ``next``: (1) the
+    server broadcasts the weights (``federated_broadcast``), (2) each client
+    trains them locally on its own data, (3) the clients' updates are
+    aggregated into their weighted mean, weighted by examples
+    (``federated_mean``), (4) the server optimizer applies the mean update.
+
+    Args:
+        num_clients: clients drawn (2-5; the last one is drawn as "client K").
+        ax: axes to draw into.
+        fig: figure to draw into.
+
+    Example:
+        >>> fig = plot_federated_round()
+        >>> texts = ' '.join(t.get_text() for t in fig.axes[0].texts)
+        >>> all(word in texts for word in ('@SERVER', '@CLIENTS', 'federated_broadcast', 'federated_mean'))
+        True
+        >>> len(fig.axes[0].patches)  # server, 3 clients, 3 x (broadcast, aggregate, training), server update
+        14
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    if not 2 <= num_clients <= 5:
+        raise ValueError(f'num_clients must be between 2 and 5 for the diagram to fit, got {num_clients}.')
+    fig, ax = _new_figure(fig, ax, (10, 6.6))
+    ax = ax if ax is not None else fig.add_subplot()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 7.3)
+    ax.set_axis_off()
+    broadcast, train, aggregate, update = OKABE_ITO[0], OKABE_ITO[2], OKABE_ITO[3], OKABE_ITO[1]
+
+    def box(x, y, width, height, color, lines):
+        ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle='round,pad=0.05,rounding_size=0.15',
+                                    facecolor=color, edgecolor='0.3', linewidth=1.2))
+        ax.text(x + width / 2, y + height / 2, '\n'.join(lines), ha='center', va='center', fontsize=9,
+                linespacing=1.5)
+
+    def arrow(start, end, color, **style):
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle='-|>', mutation_scale=14, linewidth=1.8,
+                                     color=color, **style))
+
+    label = dict(fontsize=9, va='center', ha='center', linespacing=1.4,
+                 bbox=dict(boxstyle='round,pad=0.3', facecolor='white', edgecolor='none', alpha=0.92))
+    box(1.0, 5.45, 8.0, 1.25, '#EAF2FA', ['SERVER', r'server state @SERVER: model weights $w_t$ (and optimizer state)'])
+    width = 1.6
+    gap = (10 - num_clients * width) / (num_clients + 1)
+    lefts = [gap + k * (width + gap) for k in range(num_clients)]
+    for k, x in enumerate(lefts):
+        name = 'K' if k == num_clients - 1 and num_clients > 3 else f'{k + 1}'
+        box(x, 1.25, width, 1.3, '#EEF7F1', [f'client {name}', f'data $D_{{{name}}}$: $n_{{{name}}}$ examples',
+                                             '@CLIENTS'])
+        arrow((x + 0.45, 5.4), (x + 0.45, 2.62), broadcast)
+        arrow((x + width - 0.45, 2.62), (x + width - 0.45, 5.4), aggregate)
+        arrow((x + width + 0.03, 2.15), (x + width + 0.03, 1.65), train, connectionstyle='arc3,rad=-1.4')
+    arrow((9.05, 6.35), (9.05, 5.8), update, connectionstyle='arc3,rad=-1.4')
+    ax.text(lefts[0] + 0.45, 4.35, '(1) broadcast\n' r'the weights $w_t$' '\nfederated_broadcast',
+            color=broadcast, **label)
+    ax.text(lefts[-1] + width - 0.45, 3.75, '(3) aggregate: the\nweighted mean update\n'
+            r'$\Delta_t = \Sigma_k\, n_k \Delta_t^k \;/\; \Sigma_k\, n_k$' '\nfederated_mean', color=aggregate,
+            **dict(label, linespacing=1.6))
+    ax.text(5.0, 0.55, '(2) local training on each client\'s own data: a few epochs of SGD (client learning '
+            'rate $\\eta$)\n' r"from $w_t$ to $w_t^k$; the client's update is $\Delta_t^k = w_t^k - w_t$",
+            color=train, **label)
+    ax.text(8.75, 7.05, '(4) server update: ' r'$w_{t+1} = w_t + \eta_s \Delta_t$ (FedAvg: $\eta_s = 1$)',
+            color=update, **dict(label, ha='right'))
+    ax.set_title('One round, next: SERVER_STATE, FEDERATED_DATA -> SERVER_STATE, TRAINING_METRICS',
+                 fontsize=10, pad=14)
     return fig
 
 

@@ -115,3 +115,75 @@ def test_partition_comparison():
     assert len({ax.images[0].get_clim() for ax in heatmaps}) == 1  # one shared colour scale
     assert heatmaps[2].images[0].get_array().sum() == len(labels)
     save(fig, 'partition_comparison')
+
+
+def test_convergence_caption_says_only_what_the_caller_says_about_evaluation():
+    history = fake_history('run 1', 4, 0.3)
+    neutral = plots.plot_convergence(history).get_suptitle()
+    assert neutral.splitlines() == ["solid: training (clients' own data, during the round)", 'dashed: evaluation']
+    told = plots.plot_convergence(history, evaluated_on="the 3 training clients' own test examples")
+    assert "dashed: evaluation on the 3 training clients' own test examples" in told.get_suptitle()
+    assert 'held-out' not in neutral + told.get_suptitle()
+    training_only = [dict(e, eval_loss=None, eval_accuracy=None) for e in history]
+    assert 'dashed' not in plots.plot_convergence(training_only).get_suptitle()
+
+
+def test_convergence_caption_takes_the_description_recorded_in_the_history():
+    same = [dict(e, evaluated_on='10 test writers') for e in fake_history('a', 3, 0.3) + fake_history('b', 3, 0.5)]
+    assert plots.plot_convergence(same).get_suptitle().splitlines()[1] == 'dashed: evaluation on 10 test writers'
+    differ = ([dict(e, evaluated_on='10 test writers') for e in fake_history('a', 3, 0.3)]
+              + [dict(e, evaluated_on='the training writers') for e in fake_history('b', 3, 0.5)])
+    lines = plots.plot_convergence(differ).get_suptitle().splitlines()
+    assert lines[1:] == ['dashed (a): evaluation on 10 test writers', 'dashed (b): evaluation on the training writers']
+
+
+def test_a_diverging_run_gets_a_log_loss_axis_that_keeps_the_others_readable():
+    normal = fake_history('lr 0.02', 10, 0.2)
+    diverging = [dict(e, run='lr 0.1', train_loss=2.3 * 1.5 ** e['round'], eval_loss=2.5 * 1.5 ** e['round'])
+                 for e in normal]
+    loss, accuracy = plots.plot_convergence(normal + diverging).axes
+    assert loss.get_yscale() == 'log' and 'log scale' in loss.get_ylabel()
+    assert accuracy.get_yscale() == 'linear'
+    assert plots.plot_convergence(normal).axes[0].get_yscale() == 'linear'
+    assert plots.plot_convergence(normal, loss_scale='log').axes[0].get_yscale() == 'log'
+    assert plots.plot_convergence(normal + diverging, loss_scale='linear').axes[0].get_yscale() == 'linear'
+    with pytest.raises(ValueError, match="loss_scale must be 'linear', 'log' or 'auto'"):
+        plots.plot_convergence(normal, loss_scale='logarithmic')
+    save(plots.plot_convergence(normal + diverging), 'convergence_log')
+
+
+def test_accuracy_ylim_shows_a_small_spread_at_its_true_size():
+    ax = Figure().add_subplot()
+    accuracies = [0.657, 0.675, 0.668, 0.661]
+    ax.plot(range(4), accuracies)
+    low, high = plots.accuracy_ylim(ax, accuracies)
+    assert ax.get_ylim() == (low, high) and high - low == pytest.approx(0.2)
+    assert low < min(accuracies) and max(accuracies) < high
+    assert ax.texts[-1].get_text() == 'spread: max - min = 1.8 points'
+    assert plots.accuracy_ylim(ax, [0.95, 0.99], annotate=False)[1] == 1.0  # kept inside [0, 1]
+    assert plots.accuracy_ylim(ax, [0.2, 0.9]) == (0.2, 0.9)  # a wide spread is shown as it is
+    assert plots.accuracy_ylim(ax, [0.6, 0.7], min_span=1) == (0.0, 1.0)  # bars start at 0
+    with pytest.raises(ValueError, match='at least one finite accuracy'):
+        plots.accuracy_ylim(ax, [float('nan')])
+
+
+def test_federated_round_diagram_uses_the_tutorials_vocabulary():
+    fig = plots.plot_federated_round(num_clients=4)
+    text = ' '.join(t.get_text() for t in fig.axes[0].texts) + fig.axes[0].get_title()
+    for words in ('@SERVER', '@CLIENTS', 'federated_broadcast', 'federated_mean', 'server update',
+                  'local training', 'weighted mean', 'SERVER_STATE, FEDERATED_DATA -> SERVER_STATE, TRAINING_METRICS',
+                  'client K', r'\eta_s'):
+        assert words in text
+    with pytest.raises(ValueError, match='between 2 and 5'):
+        plots.plot_federated_round(num_clients=8)
+    save(fig, 'federated_round')
+
+
+def test_every_plot_displays_as_png_without_pyplot(train):
+    """Under MPLBACKEND=Agg a returned figure shows in a notebook by its PNG repr, no plt.show() needed."""
+    figures = [plots.plot_convergence(fake_history('a', 3, 0.3)), plots.plot_federated_round(),
+               plots.plot_samples(train, 'writer_001', n=4), plots.plot_label_histogram(train, 'writer_001'),
+               plots.plot_label_distribution(train, train.client_ids[:3]), plots.plot_label_heatmap(train),
+               plots.plot_partition_comparison(np.repeat(np.arange(10), 4), {'IID': ft.partition_iid(40, 4)})]
+    for fig in figures:
+        assert isinstance(fig, plots.Figure) and fig._repr_png_().startswith(b'\x89PNG')
