@@ -1,0 +1,29 @@
+"""Plausible wrong answers to notebook 8's auto-graded questions; each must score 0 (see tools/course.py)."""
+
+WRONG = {
+    "q1": [
+        # Only the long-lived processes: SuperLink and SuperNodes.
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return 1 + num_clients",
+        # One ClientApp per client, reused across rounds.
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return 2 + 2 * num_clients",
+        # Forgets the ServerApp.
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return 1 + num_clients + num_clients * num_rounds",
+    ],
+    "q2": [
+        # Counts one direction only.
+        "def bytes_per_round(model, num_clients):\n"
+        "    return 4 * model.count_params() * num_clients",
+        # Counts numbers, not bytes.
+        "def bytes_per_round(model, num_clients):\n"
+        "    return 2 * model.count_params() * num_clients",
+        # Eight bytes per number (float64).
+        "def bytes_per_round(model, num_clients):\n"
+        "    return 2 * 8 * model.count_params() * num_clients",
+        # Only the kernel of the first layer (forgets the bias).
+        "def bytes_per_round(model, num_clients):\n"
+        "    return 2 * 4 * model.weights[0].numpy().size * num_clients",
+    ],
+}
