@@ -15,7 +15,12 @@ Python steps in a fresh virtual environment, in the Dockerfile's order:
 
 Then ``pip check`` must report no conflict, and every notebook runs under
 nbval (``--nbval-lax``) in that environment (pytest and nbval are added only
-after ``pip check``). Each notebook's peak memory is measured as the largest
+after ``pip check``), after a small notebook that trains the dashboard from
+its worker thread and fails if a round did not reach the widgets (nbval
+alone would pass: the dashboard shows such errors instead of raising them;
+ipykernel 7.0.1 failed there). ``--override`` installs other versions on top,
+e.g. ``--override ipykernel==7.0.1 jupyter_client==8.6.3 tornado==6.5.2`` to
+check the dashboard with the base's own ipykernel. Each notebook's peak memory is measured as the largest
 sum of resident memory over the process tree below the test process (the
 kernel and whatever it starts, e.g. Flower's processes), sampled every 0.1 s:
 mybinder.org stops a session at 2 GB.
@@ -165,6 +170,25 @@ def build_environment(venv: pathlib.Path, work: pathlib.Path, text: str) -> dict
                          if name in packages}}
 
 
+DASHBOARD_SMOKE = {
+    'cells': [
+        {'cell_type': 'code', 'execution_count': None, 'metadata': {}, 'outputs': [], 'source': (
+            'import fedteach as ft\n'
+            'train, test = ft.load_offline_digits(num_clients=4)\n'
+            'config = ft.ExperimentConfig(local_epochs=1, rounds=2, clients_per_round=2, eval_clients=2)\n'
+            'dashboard = ft.widgets.TrainingDashboard(train, test, config)\n'
+            'dashboard')},
+        {'cell_type': 'code', 'execution_count': None, 'metadata': {}, 'outputs': [], 'source': (
+            'dashboard.run(block=True)\n'
+            'assert dashboard.last_error is None, dashboard.error.value\n'
+            "assert dashboard.round_label.value == 'round 2 / 2 of run 1 (model trained 2 rounds)', "
+            'dashboard.round_label.value')},
+    ],
+    'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}},
+    'nbformat': 4, 'nbformat_minor': 5}
+"""A notebook that fails when the dashboard's worker thread cannot update its widgets."""
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
     """(resident bytes of ``pid``'s descendants, of ``pid`` itself), from /proc."""
     import psutil
@@ -183,8 +207,9 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return total, own
 
 
-def run_notebook(venv: pathlib.Path, repo: pathlib.Path, notebook: str, env: dict, timeout: float) -> dict:
-    """Runs one notebook under nbval; returns its result, time and peak memory (MB)."""
+def run_notebook(venv: pathlib.Path, repo: pathlib.Path, notebook: str, env: dict, timeout: float,
+                 log: pathlib.Path) -> dict:
+    """Runs one notebook under nbval (its output to ``log``); returns its result, time and peak memory (MB)."""
     command = [str(venv / 'bin' / 'python'), '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--nbval-lax',
                '-o', 'addopts=', f'notebooks/{notebook}']
     start = time.monotonic()
@@ -203,10 +228,11 @@ def run_notebook(venv: pathlib.Path, repo: pathlib.Path, notebook: str, env: dic
         time.sleep(0.1)
     reader.join(10)
     text = ''.join(output)
+    log.write_text(re.sub(r'\x1b\[[0-9;]*m', '', text))
     summary = text.strip().splitlines()[-1] if text.strip() else ''
     return {'notebook': notebook, 'passed': process.returncode == 0, 'summary': summary,
             'seconds': round(time.monotonic() - start, 1), 'peak_kernel_mb': round(peak_children / 2**20),
-            'peak_tree_mb': round(peak_all / 2**20), 'output_tail': text[-3000:] if process.returncode else ''}
+            'peak_tree_mb': round(peak_all / 2**20), 'log': str(log)}
 
 
 def main(argv=None) -> int:
@@ -216,6 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument('--fast', action='store_true', help='FEDTEACH_FAST=1: shorter loops in the notebooks')
     parser.add_argument('--notebooks', nargs='*', help='notebook file names (default: all in notebooks/)')
     parser.add_argument('--timeout', type=float, default=900, help='seconds per notebook')
+    parser.add_argument('--override', nargs='*', default=[], help='requirements installed after postBuild')
     parser.add_argument('--report', type=pathlib.Path, default=ROOT / 'artifacts' / 'binder' / 'report.json')
     args = parser.parse_args(argv)
 
@@ -226,7 +253,9 @@ def main(argv=None) -> int:
         report = {'dockerfile_from': re.search(r'^FROM (\S+)', text, re.M).group(1)}
         if args.reuse and (venv / 'bin' / 'python').exists():
             repo = work / 'repo'
-            tracked_copy(repo)
+            tracked_copy(repo)  # this copy replaces the one the environment's editable install pointed at
+            env = dict(os.environ, PATH=f'{venv / "bin"}{os.pathsep}{os.environ["PATH"]}', VIRTUAL_ENV=str(venv))
+            run(['bash', '-c', './binder/postBuild'], cwd=repo, env=env)
             report['build'] = {'reused': str(venv), 'repo': str(repo)}
         else:
             if venv.exists():
@@ -236,6 +265,9 @@ def main(argv=None) -> int:
             report['build']['seconds'] = round(time.monotonic() - started)
             repo = pathlib.Path(report['build']['repo'])
         python = str(venv / 'bin' / 'python')
+        if args.override:
+            run([python, '-m', 'pip', 'install', '--quiet'] + args.override)
+            report['override'] = args.override
         check = subprocess.run([python, '-m', 'pip', 'check'], text=True, capture_output=True)
         report['pip_check'] = (check.stdout + check.stderr).strip()
         print('pip check:', report['pip_check'], flush=True)
@@ -247,15 +279,19 @@ def main(argv=None) -> int:
             if args.fast:
                 env['FEDTEACH_FAST'] = '1'
             notebooks = args.notebooks or sorted(p.name for p in (repo / 'notebooks').glob('*.ipynb'))
+            (repo / 'notebooks' / '00_dashboard_smoke.ipynb').write_text(json.dumps(DASHBOARD_SMOKE))
+            notebooks = ['00_dashboard_smoke.ipynb'] + notebooks
             report['notebooks'] = []
             for notebook in notebooks:
-                result = run_notebook(venv, repo, notebook, env, args.timeout)
+                args.report.parent.mkdir(parents=True, exist_ok=True)
+                result = run_notebook(venv, repo, notebook, env, args.timeout,
+                                      args.report.parent / f'{pathlib.Path(notebook).stem}.log')
                 report['notebooks'].append(result)
                 print(f"{notebook:50s} {'passed' if result['passed'] else 'FAILED'} {result['seconds']:6.1f} s  "
                       f"kernel tree peak {result['peak_kernel_mb']:5d} MB (with pytest {result['peak_tree_mb']} MB)"
                       f"  {result['summary']}", flush=True)
                 if not result['passed']:
-                    print(result['output_tail'], flush=True)
+                    print(f"    see {result['log']}", flush=True)
         ok = (check.returncode == 0 and all(r['passed'] for r in report['notebooks'])
               and all(r['peak_kernel_mb'] <= MEMORY_LIMIT_MB for r in report['notebooks']))
         report['ok'] = ok

@@ -18,7 +18,7 @@ from fedteach.widgets.panel import HyperparameterPanel
 __all__ = ['TrainingDashboard', 'metrics_table']
 
 _TABLE_ROWS = 5
-_FIGSIZE = (6.6, 3.9)  # inches at 100 dpi: beside the settings on a 1366x768 screen
+_FIGSIZE = (5.6, 3.8)  # inches at 100 dpi: beside the settings on a 1366x768 screen, file browser open
 
 
 class TrainingDashboard:
@@ -78,7 +78,7 @@ class TrainingDashboard:
                                     description='new settings:', tooltip='What Run does after a settings change',
                                     tooltips=['Run goes on from the current model',
                                               'Run starts a new model from scratch'],
-                                    style={'description_width': '7em', 'button_width': '6.5em'})
+                                    style={'description_width': '7em', 'button_width': '7em'})
         self.progress = w.IntProgress(value=0, min=0, max=self.panel.config.rounds, tooltip='rounds of this Run',
                                       layout=w.Layout(width='12em'))
         self.round_label = w.Label('no rounds yet', tooltip='')

@@ -43,8 +43,8 @@ TOOLTIPS = {
 }
 """What each input's tooltip explains (every widget gets a tooltip: an unset one shows "null")."""
 
-_STYLE = {'description_width': '10.5em'}
-_WIDTH = '22em'
+_STYLE = {'description_width': '10em'}
+_WIDTH = '26em'
 
 
 class LogFloatInput:
@@ -85,6 +85,7 @@ class LogFloatInput:
         self.slider.observe(self._slid, names='value')
         self.box.observe(self._typed, names='value')
         self.widget = w.HBox([self.slider, self.box], layout=w.Layout(width=_WIDTH))
+        self.widget.add_class('fedteach-log-input')
 
     @property
     def value(self) -> float:
