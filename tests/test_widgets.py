@@ -203,6 +203,8 @@ def test_dashboard_legend_stays_readable_with_five_runs(data):
 
 def test_dashboard_run_block_returns_a_static_snapshot(data):
     dashboard = TrainingDashboard(*data, FAST)
+    before = dashboard._repr_mimebundle_()['text/html']  # displayed before training: a sentence, no empty plot
+    assert 'Training dashboard: no rounds yet' in before and '<img' not in before
     snapshot = dashboard.run(block=True)
     assert repr(snapshot) == 'round 2 / 2 of run 1 (model trained 2 rounds)'
     figure, table = snapshot.outputs()

@@ -212,8 +212,9 @@ class TrainingDashboard:
 
     def _repr_mimebundle_(self, **kwargs):
         text = f'Training dashboard: {self.round_label.value}'
-        static = (f'<p><i>{html.escape(text)}</i> (the interactive dashboard needs a running kernel)</p>'
-                  + image_html(figure_png(self.figure), 'convergence plot') + self.metrics.value)
+        static = f'<p><i>{html.escape(text)}</i> (the interactive dashboard needs a running kernel)</p>'
+        if self.controller.history:
+            static += image_html(figure_png(self.figure), 'convergence plot') + self.metrics.value
         return widget_bundle(self.widget, text, static, **kwargs)
 
 
