@@ -198,12 +198,13 @@ class KerasModel(Model):
         return BatchOutput(loss, predictions, num_examples)
 
     def report_local_outputs(self):
+        """Each metric's state, ``loss: [sum, count]`` and ``num_examples``: NumPy values, or tensors when traced."""
         outputs = collections.OrderedDict()
         for m in self.metrics:
-            outputs[m.name] = [np.asarray(v) for v in m.variables]
-        outputs["loss"] = [np.float32(self._loss_sum.numpy()), np.float32(self._num_examples.numpy())]
-        outputs["num_examples"] = np.int64(self._num_examples.numpy())
-        return outputs
+            outputs[m.name] = [tf.convert_to_tensor(v) for v in m.variables]
+        outputs["loss"] = [tf.convert_to_tensor(self._loss_sum), tf.cast(self._num_examples, tf.float32)]
+        outputs["num_examples"] = tf.convert_to_tensor(self._num_examples)
+        return tf.nest.map_structure(lambda t: t.numpy(), outputs) if tf.executing_eagerly() else outputs
 
     @property
     def federated_output_computation(self):
