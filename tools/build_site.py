@@ -8,8 +8,9 @@ Usage (from the repository root, in the project's environment, with the ``docs``
 
 Each notebook in ``notebooks/`` runs in a fresh kernel, in a copy under ``build/site-src/notebooks``
 (so nothing it writes lands in the repository), with Jupyter's inline plots and the widgets' state
-stored in the notebook. A cell that fails does not stop the build: its error shows on the page and
-the command lists it and exits with status 1. Sphinx then renders ``docs/`` and the executed copies
+stored in the notebook. A cell that fails does not stop the build: its error shows on the page (also
+in a cell tagged to be hidden, such as a hidden check of the text) and the command lists it and exits
+with status 1. Sphinx then renders ``docs/`` and the executed copies
 into ``build/site``. The data is the offline digits unless ``FEDTEACH_DATA`` says otherwise.
 """
 from __future__ import annotations
@@ -38,7 +39,9 @@ BADGES = ('[![Binder](https://mybinder.org/badge_logo.svg)](' + BINDER + ')\n'
 KERNEL_ENV = {
     'MPLBACKEND': 'module://matplotlib_inline.backend_inline',  # what a student's Jupyter uses
     'TF_CPP_MIN_LOG_LEVEL': '2',
+    'TF_ENABLE_ONEDNN_OPTS': '0',  # as fedteach sets it, also for a notebook that imports TensorFlow first
 }
+HIDING_TAGS = ('remove-cell', 'remove_cell', 'remove-input', 'remove_input', 'remove-output', 'remove_output')
 
 
 def badge_urls(name: str) -> tuple[str, str]:
@@ -99,8 +102,25 @@ def execute(source: pathlib.Path, destination: pathlib.Path, env: dict[str, str]
     client = NotebookClient(notebook, timeout=timeout, kernel_name='python3', allow_errors=True,
                             store_widget_state=True, resources={'metadata': {'path': str(destination.parent)}})
     client.execute(env=env)
-    nbformat.write(notebook, destination)
-    return {'name': source.stem, 'seconds': time.perf_counter() - start, 'errors': errors_of(notebook)}
+    shown = show_failed_cells(notebook)
+    nbformat.write(shown, destination)
+    return {'name': source.stem, 'seconds': time.perf_counter() - start, 'errors': errors_of(shown)}
+
+
+def show_failed_cells(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook with a failed cell's hiding tags removed: a hidden check of the text that fails shows on the page.
+
+    Example:
+        >>> error = nbformat.v4.new_output('error', ename='AssertionError', evalue='', traceback=[])
+        >>> cell = nbformat.v4.new_code_cell('assert False', outputs=[error], metadata={'tags': ['remove-cell']})
+        >>> show_failed_cells(nbformat.v4.new_notebook(cells=[cell])).cells[0].metadata.tags
+        []
+    """
+    notebook = nbformat.from_dict(notebook)
+    for cell in notebook.cells:
+        if any(output.output_type == 'error' for output in cell.get('outputs', [])) and 'tags' in cell.metadata:
+            cell.metadata.tags = [tag for tag in cell.metadata.tags if tag not in HIDING_TAGS]
+    return notebook
 
 
 def build(out: pathlib.Path = BUILD / 'site', *, fast: bool = False, only: list[str] | None = None,
