@@ -316,24 +316,39 @@ def dp_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int, delta
         return 0.0
     if noise_multiplier == 0:
         return math.inf
-    event = dp_accounting.GaussianDpEvent(noise_multiplier)
-    if sampling_rate < 1:
-        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
-    event = dp_accounting.SelfComposedDpEvent(event, int(rounds))
     if accountant == "rdp":
-        acc = rdp.RdpAccountant()
-    elif accountant == "pld":
-        acc = pld.PLDAccountant()
-    else:
+        # RDP composes by adding: ``rounds`` rounds have ``rounds`` times one round's RDP (what the accountant
+        # computes for a SelfComposedDpEvent), and one round's, the slow part, is computed once per (z, q).
+        orders, one_round = _rdp_of_one_round(noise_multiplier, sampling_rate)
+        return float(rdp.rdp_privacy_accountant.compute_epsilon(orders, int(rounds) * one_round, delta)[0])
+    if accountant != "pld":
         raise ValueError(f"accountant must be 'rdp' or 'pld', got {accountant!r}.")
+    acc = pld.PLDAccountant()
+    acc.compose(dp_accounting.SelfComposedDpEvent(_dp_round_event(noise_multiplier, sampling_rate), int(rounds)))
+    return float(acc.get_epsilon(delta))
+
+
+def _dp_round_event(noise_multiplier: float, sampling_rate: float):
+    import dp_accounting
+
+    event = dp_accounting.GaussianDpEvent(noise_multiplier)
+    return dp_accounting.PoissonSampledDpEvent(sampling_rate, event) if sampling_rate < 1 else event
+
+
+@functools.lru_cache(maxsize=256)
+def _rdp_of_one_round(noise_multiplier: float, sampling_rate: float):
+    """The RDP accountant's orders and the RDP of one round of DP-FedAvg at them."""
     from absl import logging as absl_logging
+    from dp_accounting import rdp
+
+    acc = rdp.RdpAccountant()
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # RDP warns about orders it skips near alpha = 1: harmless
     try:
-        acc.compose(event)
-        return float(acc.get_epsilon(delta))
+        acc.compose(_dp_round_event(noise_multiplier, sampling_rate))
     finally:
         absl_logging.set_verbosity(verbosity)
+    return acc._orders, acc._rdp.copy()
 
 
 def noise_multiplier_for_epsilon(target_epsilon: float, sampling_rate: float, rounds: int,

@@ -173,6 +173,7 @@ def train(args) -> int:
     except ValueError as error:
         return _fail(str(error))
     measurements = experiment.aggregator.measurement_names if experiment.aggregator else ()
+    print(f"Evaluation (eval: below): {experiment.evaluation_description}.", flush=True)
     start = time.perf_counter()
 
     def report(entry):
@@ -212,7 +213,8 @@ def _write_outputs(args, history, title: str) -> None:
         import matplotlib
         matplotlib.use("Agg")
         from fedteach.plots import plot_convergence
-        plot_convergence(history, title=title).savefig(args.plot, dpi=120, bbox_inches="tight")
+        plot_convergence(history, title=title, evaluated_on=history[-1].get("evaluated_on")).savefig(
+            args.plot, dpi=120, bbox_inches="tight")
 
 
 def main(argv=None) -> int:

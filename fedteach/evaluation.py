@@ -6,6 +6,7 @@ import warnings
 import keras
 import numpy as np
 
+from fedteach.federated import FederatedValue
 from fedteach.rounds import fast
 from fedteach.rounds.general import ClientRunner
 from fedteach.rounds.process import (Computation, check_client_datasets, check_model_fn, client_name,
@@ -55,10 +56,10 @@ def build_federated_evaluation(model_fn) -> Computation:
         if not federated_data:
             raise ValueError("evaluation needs at least one client: federated_data is empty. Pass a list with "
                              "one dataset per client, e.g. ft.make_federated_data(test_data, ids, preprocess).")
-        check_client_datasets(model, federated_data, check_specs=not fast_possible(federated_data))
-        if fast_possible(federated_data):
-            runner.load(weights)
-            results = [(int(out["num_examples"]), out) for out in evaluator.outputs(federated_data)]
+        fast_path = fast_possible(federated_data)
+        check_client_datasets(model, federated_data, check_specs=not fast_path)
+        if fast_path:
+            results = [(int(out["num_examples"]), out) for out in evaluator.outputs(weights, federated_data)]
         else:
             results = [runner.evaluate(weights, ds) for ds in federated_data]
         outputs = [out for n, out in results if n > 0]
@@ -69,7 +70,10 @@ def build_federated_evaluation(model_fn) -> Computation:
         if empty:
             warnings.warn(f"evaluation: skipped {len(empty)} client(s) with no examples: {', '.join(empty)}.",
                           stacklevel=2)
-        return RoundMetrics(model.federated_output_computation(outputs))
+        aggregate = model.federated_output_computation
+        if fast_path:  # the fast evaluator builds its outputs in the type the aggregation is bound to
+            outputs = FederatedValue._trusted(aggregate.type_signature.parameter, outputs)
+        return RoundMetrics(aggregate(outputs))
 
     signature = function_type([server_type(template), clients_data_type(model)], result_type)
     return Computation(evaluation, signature, "evaluation")

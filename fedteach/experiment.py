@@ -7,10 +7,16 @@ runs rounds, keeping a ``history`` of plain dicts (one per completed round)
 that :func:`fedteach.plots.plot_convergence` draws.
 
 Evaluation: after a round, the new model is evaluated (federated evaluation,
-no training) on the TEST data of a fixed sample of test clients, the first
-``eval_clients`` of ``test.client_ids``. The sample never changes during a
-run, so the evaluation curve measures the model and not which clients
-happened to be picked, and it is comparable across runs.
+no training) on the TEST data of a fixed set of test clients: the first ones
+of ``test.client_ids``, at least ``config.eval_clients`` of them and as many
+more as it takes to hold ``min_eval_examples`` test examples (1,000 by
+default, so that accuracy moves in steps of 0.1% rather than 1-2%). With
+fixed training clients, the training clients are left out of the evaluation
+unless ``eval_training_clients=True``. The set never changes during a run, so
+the evaluation curve measures the model and not which clients happened to be
+picked, and it is comparable across runs. ``Experiment.evaluation_description``
+says in one sentence what the evaluation measures; every history entry
+carries it as ``'evaluated_on'``, for plot captions.
 """
 from __future__ import annotations
 
@@ -38,6 +44,8 @@ MODELS = ('linear', 'cnn')
 ALGORITHMS = ('fedavg', 'fedprox', 'fedsgd')
 """Algorithm names an :class:`ExperimentConfig` accepts."""
 
+_SHARED_MODELS = {}  # (model name, input shape and dtypes) -> the wrapped Keras model that continued runs reuse
+
 _POSITIVE_INTS = ('clients_per_round', 'local_epochs', 'batch_size', 'rounds', 'evaluate_every', 'eval_clients')
 
 
@@ -62,7 +70,8 @@ class ExperimentConfig:
             regression) or ``'cnn'`` (conv 32 3x3, max-pool, dense 128, dense 10).
         evaluate_every: run the federated evaluation every this many rounds
             (and always after the last round of a :meth:`Experiment.run`).
-        eval_clients: number of test clients (the first ones) evaluated.
+        eval_clients: the fewest test clients evaluated (the first ones; more
+            are taken until they hold the Experiment's ``min_eval_examples``).
         algorithm: ``'fedavg'``, ``'fedprox'`` (with ``proximal_mu``) or ``'fedsgd'``.
         proximal_mu: FedProx's proximal term (``algorithm='fedprox'``).
         server_optimizer: ``'sgd'`` (FedAvg), ``'momentum'``, ``'adagrad'``,
@@ -228,13 +237,18 @@ class Experiment:
     """Federated Averaging on a federated dataset, round by round, with a history.
 
     Each history entry is a plain dict: ``{'run', 'round', 'train_loss',
-    'train_accuracy', 'eval_loss', 'eval_accuracy', 'num_examples',
-    'seconds', 'clients'}``. The train metrics are the clients' averages
-    during local training (the tutorial's metrics, which lag behind and
-    flatter the model); the eval metrics come from the federated evaluation
-    of the model after the round on the test data of the first
-    ``config.eval_clients`` test clients (None in rounds without evaluation,
-    see ``config.evaluate_every``).
+    'train_accuracy', 'eval_loss', 'eval_accuracy', 'evaluated_on',
+    'num_examples', 'seconds', 'clients'}``. The train metrics are the
+    clients' averages during local training (the tutorial's metrics, which
+    lag behind and flatter the model); the eval metrics come from the
+    federated evaluation of the model after the round on the test data of
+    the evaluation clients (see the module docs; None in rounds without
+    evaluation, see ``config.evaluate_every``), and ``'evaluated_on'`` is
+    :attr:`evaluation_description`.
+
+    A new Experiment of a model architecture already trained in this
+    session reuses its compiled round and evaluation: changing a learning
+    rate, mu, the seed or the server optimizer costs a round, not a compilation.
 
     Args:
         train: the training ``ClientData`` (tutorial element structure).
@@ -243,7 +257,14 @@ class Experiment:
         name: the run's name in the history and plot legends
             (default ``'run (<config.describe()>)'``).
         initial_state: continue from this ``ServerState`` (of an experiment
-            with the same model) instead of fresh weights; rounds keep counting.
+            with the same model) instead of fresh weights; rounds keep
+            counting. If it comes from another server optimizer, the model is
+            continued and the server optimizer's state (momentum, moments)
+            starts afresh, its step counter at the rounds already trained.
+        min_eval_examples: the fewest test examples the evaluation uses
+            (test clients are added until they hold that many, or all are used).
+        eval_training_clients: with fixed training clients, also evaluate on
+            the training clients' test data (default: left out).
 
     Example:
         >>> import fedteach as ft
@@ -253,12 +274,15 @@ class Experiment:
         >>> [entry['round'] for entry in history], experiment.round_num
         ([1, 2], 2)
         >>> sorted(history[-1])  # doctest: +NORMALIZE_WHITESPACE
-        ['clients', 'eval_accuracy', 'eval_loss', 'num_examples', 'round', 'run', 'seconds',
+        ['clients', 'eval_accuracy', 'eval_loss', 'evaluated_on', 'num_examples', 'round', 'run', 'seconds',
          'train_accuracy', 'train_loss']
+        >>> experiment.evaluation_description
+        'held-out test examples of 2 clients (14 examples), none of them training clients'
     """
 
     def __init__(self, train, test, config: ExperimentConfig | None = None, name: str | None = None,
-                 *, initial_state: ServerState | None = None):
+                 *, initial_state: ServerState | None = None, min_eval_examples: int = 1000,
+                 eval_training_clients: bool = False):
         config = ExperimentConfig() if config is None else config
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f'config must be an ExperimentConfig, got {type(config).__name__}.')
@@ -271,19 +295,40 @@ class Experiment:
                                                   shuffle_buffer=config.shuffle_buffer, seed=config.seed)
         eval_preprocess = preprocess_for_tutorial(num_epochs=1, batch_size=max(config.batch_size, 100),
                                                   shuffle_buffer=0)
-        sample_batch = next(iter(self.preprocess(train.create_tf_dataset_for_client(train.client_ids[0]))))
+        # One batch of the tutorial preprocess's structure (x: the flattened pixels, y: the label as [1]),
+        # made from the raw arrays: building a tf.data pipeline to read it would cost more than the round.
+        raw = train.client_arrays(train.client_ids[0])
+        sample_batch = {'x': np.reshape(raw['pixels'][:1], (1, -1)), 'y': np.reshape(raw['label'][:1], (1, 1))}
+        models = []
+        shared_key = (config.model, sample_batch['x'].shape[1:], sample_batch['x'].dtype.str,
+                      sample_batch['y'].dtype.str)
 
         def model_fn():
-            return from_compiled_keras_model(build_keras_model(config.model, config.client_learning_rate),
-                                             sample_batch)
+            # The process builds the model (seeded: a fresh run starts from fresh weights); the evaluation gets
+            # the same one. A run that continues from a state needs no fresh weights: it reuses the model of its
+            # kind built by an earlier Experiment (its variables are only a workspace that every round loads).
+            if not models:
+                if initial_state is not None and shared_key in _SHARED_MODELS:
+                    models.append(_SHARED_MODELS[shared_key])
+                else:
+                    models.append(from_compiled_keras_model(
+                        build_keras_model(config.model, config.client_learning_rate), sample_batch))
+                    _SHARED_MODELS.setdefault(shared_key, models[0])
+            return models[0]
 
         self.aggregator = build_aggregator(config, total_clients=len(train.client_ids))
         self.process = _build_process(config, model_fn, self.aggregator)
         self.evaluation = build_federated_evaluation(model_fn)
-        self.eval_client_ids = list(test.client_ids[:config.eval_clients])
+        if not _is_int(min_eval_examples) or min_eval_examples < 0:
+            raise ValueError(f'min_eval_examples must be an integer >= 0 (e.g. 1000), got {min_eval_examples!r}.')
+        training = set(train.client_ids) if config.random_clients else set(self.clients_for_round(1))
+        self.eval_client_ids = _evaluation_clients(test, config.eval_clients, min_eval_examples,
+                                                   exclude=() if eval_training_clients or config.random_clients
+                                                   else training)
         self.eval_data = make_federated_data(test, self.eval_client_ids, eval_preprocess)
+        self.evaluation_description = _describe_evaluation(test, self.eval_client_ids, training, config.random_clients)
         if initial_state is not None:
-            _check_compatible(initial_state, self.process.initialize())
+            initial_state = _continued(initial_state, self.process.initialize())
         self.initial_state = initial_state
         self.reset()
 
@@ -341,6 +386,7 @@ class Experiment:
             'train_accuracy': _accuracy(metrics),
             'eval_loss': float(evaluation['loss']) if evaluation is not None else None,
             'eval_accuracy': _accuracy(evaluation) if evaluation is not None else None,
+            'evaluated_on': self.evaluation_description,
             'num_examples': int(metrics['num_examples']),
             'seconds': time.perf_counter() - start,
             'clients': list(clients),
@@ -413,11 +459,56 @@ def _accuracy(metrics) -> float | None:
     return None if key is None else float(metrics[key])
 
 
-def _check_compatible(state, template: ServerState) -> None:
+def _evaluation_clients(test, fewest: int, min_examples: int, exclude=()) -> list:
+    """The first test clients not in ``exclude``: at least ``fewest``, and until they hold ``min_examples``.
+
+    Example:
+        >>> import fedteach as ft
+        >>> _, test = ft.load_offline_digits(num_clients=6)
+        >>> _evaluation_clients(test, 2, 0, exclude={'writer_000'})
+        ['writer_001', 'writer_002']
+    """
+    chosen, examples = [], 0
+    for client_id in test.client_ids:
+        if client_id in exclude:
+            continue
+        if len(chosen) >= fewest and examples >= min_examples:
+            break
+        chosen.append(client_id)
+        examples += test.num_examples(client_id)
+    if not chosen:
+        raise ValueError(f'no test clients left to evaluate: all {len(test.client_ids)} are training clients. '
+                         'Pass eval_training_clients=True to evaluate on their held-out test data, or use a test '
+                         'dataset with other clients.')
+    return chosen
+
+
+def _describe_evaluation(test, eval_ids, training: set, random_clients: bool) -> str:
+    """One sentence saying what the evaluation measures (see :attr:`Experiment.evaluation_description`)."""
+    examples = sum(test.num_examples(c) for c in eval_ids)
+    plural = lambda n, word: f'{n:,} {word}' + ('' if n == 1 else 's')
+    sentence = f'held-out test examples of {plural(len(eval_ids), "client")} ({plural(examples, "example")})'
+    shared = sum(c in training for c in eval_ids)
+    if not shared:
+        return sentence + (', none of them training clients' if not random_clients
+                           else ', none of them among the clients sampled for training')
+    if random_clients:
+        return sentence + (f'; training samples its clients from all {len(training):,}, so these clients also '
+                           'train, on their other examples')
+    return sentence + f', {shared} of them training clients (on their other examples)'
+
+
+def _continued(state, template: ServerState) -> ServerState:
+    """``state`` if it fits the process (``template``); the same model with a fresh server optimizer state
+    (counting the rounds already trained) if only the server optimizer differs; else an error."""
     if not isinstance(state, ServerState):
         raise TypeError(f'initial_state must be a ServerState, got {type(state).__name__}.')
     shapes = {k: np.shape(v) for k, v in state.model.trainable.items()}
     expected = {k: np.shape(v) for k, v in template.model.trainable.items()}
-    if shapes != expected or len(state.optimizer_state) != len(template.optimizer_state):
-        raise ValueError('cannot continue from this state: it belongs to a different model or server optimizer '
+    if shapes != expected:
+        raise ValueError('cannot continue from this state: it belongs to a different model '
                          f'(weights {shapes}, expected {expected}). Start a new run instead.')
+    if [np.shape(s) for s in state.optimizer_state] == [np.shape(s) for s in template.optimizer_state]:
+        return state
+    counter = np.asarray(state.round_num, dtype=np.asarray(template.optimizer_state[0]).dtype)
+    return ServerState(state.model, (counter,) + tuple(template.optimizer_state[1:]))

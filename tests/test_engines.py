@@ -103,6 +103,58 @@ def test_a_new_mix_of_similar_clients_reuses_the_compiled_round(clients):
     assert process.trace_count == traces
 
 
+def compiled_traces():
+    return sum(len(c.traces) for c in ft.rounds.fast._COMPILED.values())
+
+
+def test_processes_of_one_architecture_share_the_compiled_round(clients):
+    """Learning rate and mu are inputs of the shared round: a new process with other values traces nothing,
+    and still trains with its own values (it agrees with the general engine, which has no shared state)."""
+    data = ft.make_federated_data(clients, clients.client_ids[:3], tutorial_preprocess())
+    run(process_for(linear), data, rounds=1)
+    traces = compiled_traces()
+    for lr, mu in ((0.3, 0.0), (0.05, 0.5)):
+        def model_fn():
+            keras.utils.set_random_seed(0)
+            return ft.from_keras_model(linear(), keras.losses.SparseCategoricalCrossentropy(), SPEC,
+                                       metrics=[keras.metrics.SparseCategoricalAccuracy()])
+        results = [run(ft.build_federated_averaging_process(model_fn, lambda: keras.optimizers.SGD(lr),
+                                                            engine=engine, proximal_mu=mu), data, rounds=1)
+                   for engine in ("fast", "general")]
+        assert compiled_traces() == traces
+        (fast_state, fast_metrics), (general_state, general_metrics) = results
+        assert fast_metrics[0]["loss"] == pytest.approx(general_metrics[0]["loss"], rel=1e-4)
+        for name, weights in fast_state.model.trainable.items():
+            np.testing.assert_allclose(weights, general_state.model.trainable[name], rtol=1e-4, atol=1e-5)
+
+
+def test_architecture_key_tells_architectures_apart():
+    key = lambda build, loss="sparse_categorical_crossentropy": ft.rounds.fast.architecture_key(
+        ft.from_keras_model(build(), loss, SPEC, metrics=[keras.metrics.SparseCategoricalAccuracy()]))
+    assert key(linear) == key(linear)  # Keras numbers the layers' names differently: same key
+    assert key(linear) != key(cnn) and key(linear) != key(with_batch_norm)
+    assert key(linear) != key(lambda: keras.Sequential([keras.Input((784,)), keras.layers.Dense(10)]))
+    assert key(linear) != key(linear, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class Doubled(keras.layers.Layer):  # user-defined: shared only with itself
+        def call(self, x):
+            return 2 * x
+
+    custom = lambda: keras.Sequential([keras.Input((784,)), Doubled(), keras.layers.Dense(10, activation="softmax")])
+    assert key(custom) != key(custom)
+
+
+def test_path_reason_says_why_the_fast_engine_left_xla(clients):
+    data = ft.make_federated_data(clients, clients.client_ids[:2], tutorial_preprocess(epochs=1))
+    process = process_for(cnn)
+    run(process, data, rounds=1)
+    assert process.path == "fast"
+    if process._engine.trainer.jit_compile:
+        assert process.path_reason == "Keras model, SGD and tutorial-style client datasets"
+    else:
+        assert "plain TensorFlow graph, not XLA-compiled: XLA could not compile" in process.path_reason
+
+
 def test_the_tutorials_pipeline_takes_the_fast_path(clients, capsys):
     process = process_for(linear, verbose=True)
     run(process, ft.make_federated_data(clients, clients.client_ids[:3], tutorial_preprocess()), rounds=1)

@@ -65,7 +65,9 @@ def test_history_and_determinism(data):
     for key in ('train_loss', 'train_accuracy', 'eval_loss', 'eval_accuracy'):
         assert np.isfinite(entry[key]), key
     assert 0 <= entry['eval_accuracy'] <= 1 and entry['seconds'] > 0
-    assert first.eval_client_ids == data[1].client_ids[:4]
+    # fewer than 1,000 test examples exist: every test client but the two training clients
+    assert first.eval_client_ids == data[1].client_ids[2:]
+    assert entry['evaluated_on'] == first.evaluation_description
 
     second = Experiment(*data, FAST, name='a')
     assert _without_seconds(second.run()) == _without_seconds(history)
@@ -73,6 +75,58 @@ def test_history_and_determinism(data):
     first.reset()
     assert first.history == [] and first.round_num == 0
     assert _without_seconds(first.run()) == _without_seconds(history)
+
+
+def test_evaluation_clients_and_their_description(data):
+    test = data[1]
+    examples = lambda ids: sum(test.num_examples(c) for c in ids)
+    default = Experiment(*data, FAST)
+    assert default.evaluation_description == (
+        f'held-out test examples of 6 clients ({examples(test.client_ids[2:])} examples), '
+        'none of them training clients')
+    small = Experiment(*data, FAST, min_eval_examples=0)
+    assert small.eval_client_ids == test.client_ids[2:6]
+    with_training = Experiment(*data, FAST, min_eval_examples=0, eval_training_clients=True)
+    assert with_training.eval_client_ids == test.client_ids[:4]
+    assert with_training.evaluation_description.endswith(', 2 of them training clients (on their other examples)')
+    sampled = Experiment(*data, FAST.replace(random_clients=True), min_eval_examples=0)
+    assert sampled.eval_client_ids == test.client_ids[:4]
+    assert 'training samples its clients from all 8, so these clients also train' in sampled.evaluation_description
+    with pytest.raises(ValueError, match='min_eval_examples'):
+        Experiment(*data, FAST, min_eval_examples=-1)
+
+
+def test_evaluation_reaches_1000_test_examples_with_the_fewest_clients():
+    train, test = ft.load_offline_digits()
+    experiment = Experiment(train, test, ExperimentConfig())
+    ids = experiment.eval_client_ids
+    counts = [test.num_examples(c) for c in ids]
+    assert sum(counts) >= 1000 > sum(counts[:-1])
+    assert not set(ids) & set(train.client_ids[:3])
+    assert experiment.evaluation_description == (
+        f'held-out test examples of {len(ids)} clients ({sum(counts):,} examples), none of them training clients')
+
+
+def test_settings_changes_reuse_the_compiled_functions(data):
+    first = Experiment(*data, FAST)
+    first.run_round()
+    traces = sum(len(c.traces) for c in ft.rounds.fast._COMPILED.values())
+    state = first.state
+    for change in ({'client_learning_rate': 0.05}, {'server_learning_rate': 0.5}, {'seed': 4},
+                   {'algorithm': 'fedprox', 'proximal_mu': 0.1}):
+        experiment = Experiment(*data, FAST.replace(**change), initial_state=state)
+        experiment.run_round()
+        state = experiment.state
+        assert sum(len(c.traces) for c in ft.rounds.fast._COMPILED.values()) == traces, change
+
+
+def test_continue_with_another_server_optimizer(data):
+    first = Experiment(*data, FAST)
+    first.run()
+    adam = Experiment(*data, FAST.replace(server_optimizer='adam', server_learning_rate=0.01),
+                      initial_state=first.state)
+    assert adam.round_num == 2 and adam.state.model is first.state.model
+    assert adam.run(rounds=1)[0]['round'] == 3
 
 
 def test_random_clients_are_seeded_per_round(data):

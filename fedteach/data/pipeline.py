@@ -89,7 +89,7 @@ class ClientDataset(dataset_ops.DatasetV2):
         return self._then("map", map_func)
 
     def shuffle(self, buffer_size, seed=None, reshuffle_each_iteration=True, name=None):
-        return self._then("shuffle", int(buffer_size), seed)
+        return self._then("shuffle", int(buffer_size), seed, bool(reshuffle_each_iteration))
 
     def batch(self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None, name=None):
         if int(batch_size) < 1:
@@ -112,7 +112,7 @@ def _short(arg: Any) -> str:
 _APPLY = {
     "repeat": lambda ds, count: ds.repeat(count),
     "map": lambda ds, fn: ds.map(fn),
-    "shuffle": lambda ds, buffer, seed: ds.shuffle(buffer, seed=seed),
+    "shuffle": lambda ds, buffer, seed, reshuffle: ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=reshuffle),
     "batch": lambda ds, size, drop: ds.batch(size, drop_remainder=drop),
 }
 

@@ -14,11 +14,21 @@ of running each ``tf.data`` pipeline, the engine reads the recipe:
    (the Keras model's stateless call, vectorized over the client axis),
    accumulates the Keras metrics' states per client and returns the
    example-weighted average of the clients' models.
+
+Compiled once per architecture: the compiled round and evaluation functions
+depend only on the model's architecture (:func:`architecture_key`), the map
+functions and the raw examples' structure. Learning rate, FedProx's ``mu``
+and all the layout's sizes (clients, steps, batch, rows) are inputs of one
+trace; XLA compiles it once per distinct bucketed shape. The traces live in a
+module-level cache shared by every process and evaluation built from the same
+architecture, so a new process with other settings (a dashboard slider)
+reuses them instead of compiling again.
 """
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -52,16 +62,21 @@ class Trained:
     label_range: tuple      # (lowest, highest) mapped label 'y' of the round; (0, 0) without integer labels
 
 
-def bucket(n: int) -> int:
-    """Rounds ``n`` up to a power of two, so that rounds see few distinct shapes (few XLA compiles).
+MIN_STEPS = 128
+"""The fewest steps a layout's index holds: local epochs from 1 to ~10 on small clients share one shape."""
+
+
+def bucket(n: int, least: int = 1) -> int:
+    """Rounds ``n`` up to a power of two (at least ``least``), so that rounds see few distinct shapes (few
+    XLA compiles).
 
     Padding costs memory, not compute: the round's loop stops after the real steps.
 
     Example:
-        >>> [bucket(n) for n in (1, 5, 46, 100, 1000)]
-        [1, 8, 64, 128, 1024]
+        >>> [bucket(n) for n in (1, 5, 46, 100, 1000)], bucket(5, least=64)
+        ([1, 8, 64, 128, 1024], 64)
     """
-    return 1 << max(n - 1, 0).bit_length()
+    return max(1 << max(n - 1, 0).bit_length(), least)
 
 
 def unsupported_pipeline(dataset) -> str | None:
@@ -85,29 +100,59 @@ def unsupported_pipeline(dataset) -> str | None:
 
 
 def _client_stream(dataset: ClientDataset, rng: np.random.Generator) -> list[np.ndarray]:
-    """The client's batches, as arrays of example indices, in training order."""
-    n = len(next(iter(dataset.source.values())))
-    stream = np.arange(n)
-    batches = None
-    for step in dataset.steps:
+    """The client's batches, as arrays of example indices, in training order, with ``tf.data``'s semantics.
+
+    Each step transforms the stream of the steps before it, and a ``repeat``
+    iterates that stream afresh every time, as ``tf.data`` re-creates the
+    iterator of its input: a ``shuffle`` before a ``repeat`` draws a new order
+    every epoch (``reshuffle_each_iteration=True``, the default) or replays the
+    same one (``False``); a ``shuffle`` after a ``repeat`` mixes examples
+    across epoch boundaries within its buffer; a ``batch`` before a ``repeat``
+    ends every epoch with its own short batch, one after it lets batches span
+    epochs. Shuffles use ``rng`` (client by client, in order), mixed with
+    the shuffle's ``seed`` where it has one.
+    """
+    n = _num_rows(dataset)
+    steps = dataset.steps
+    shufflers = {}  # step position -> a function giving the random generator of the step's next iteration
+
+    def shuffler(k, seed, reshuffle):
+        if k not in shufflers:
+            if seed is None and reshuffle:
+                shufflers[k] = lambda: rng
+            else:
+                entropy = [int(rng.integers(1 << 31))] if seed is None else [seed, int(rng.integers(1 << 31))]
+                if reshuffle:  # one seeded generator: a new order each iteration
+                    generator = np.random.default_rng(entropy)
+                    shufflers[k] = lambda: generator
+                else:  # the same order each iteration
+                    shufflers[k] = lambda: np.random.default_rng(entropy)
+        return shufflers[k]()
+
+    def run(k):
+        """The output of the first ``k`` steps, iterated afresh: example indices, or batches after ``batch``."""
+        if k == 0:
+            return np.arange(n)
+        step = steps[k - 1]
         if step.kind == "repeat":
-            if batches is None:
-                stream = np.tile(stream, step.args[0])
-            else:
-                batches = batches * step.args[0]
-        elif step.kind == "shuffle":
-            buffer, seed = step.args
-            r = rng if seed is None else np.random.default_rng([seed, int(rng.integers(1 << 31))])
-            if batches is None:
-                stream = shuffle_with_buffer(stream, buffer, r)
-            else:
-                order = shuffle_with_buffer(np.arange(len(batches)), buffer, r)
-                batches = [batches[i] for i in order]
-        elif step.kind == "batch":
+            parts = [run(k - 1) for _ in range(step.args[0])]
+            if any(s.kind == "batch" for s in steps[:k - 1]):
+                return [b for part in parts for b in part]
+            return np.concatenate(parts) if parts else np.arange(0)
+        upstream = run(k - 1)
+        if step.kind == "shuffle":
+            buffer, seed, *rest = step.args
+            r = shuffler(k, seed, rest[0] if rest else True)
+            if isinstance(upstream, list):
+                return [upstream[i] for i in shuffle_with_buffer(np.arange(len(upstream)), buffer, r)]
+            return shuffle_with_buffer(upstream, buffer, r)
+        if step.kind == "batch":
             size, drop = step.args
-            cut = range(0, len(stream), size)
-            batches = [stream[i:i + size] for i in cut if not drop or i + size <= len(stream)]
-    return batches
+            return [upstream[i:i + size] for i in range(0, len(upstream), size)
+                    if not drop or i + size <= len(upstream)]
+        return upstream  # map: the same examples, transformed later
+
+    return run(len(steps))  # batched: unsupported_pipeline lets only batched recipes through
 
 
 def _autograph(fn):
@@ -169,22 +214,109 @@ def _num_rows(dataset) -> int:
     return len(next(iter(dataset.source.values())))
 
 
+def _without_names(config):
+    """A Keras config without its ``name`` entries (Keras numbers layer names across the session)."""
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, (list, tuple)):
+        return [_without_names(v) for v in config]
+    return config
+
+
+def _builtin(obj) -> bool:
+    return type(obj).__module__.startswith("keras.")
+
+
+def _sublayers(layer):
+    yield layer
+    for sub in getattr(layer, "layers", ()):
+        yield from _sublayers(sub)
+
+
+def _described(obj, config):
+    """``obj``'s class and config as a hashable key when Keras defines it fully, else ``obj`` itself."""
+    if not _builtin(obj):
+        return obj  # a user-defined class: its config may not say everything it computes (identity key)
+    return (type(obj).__qualname__, json.dumps(_without_names(config), sort_keys=True, default=repr))
+
+
+def architecture_key(model) -> tuple:
+    """A hashable fingerprint of what a compiled round or evaluation of a Keras ``model`` depends on.
+
+    Two wrapped Keras models get the same key when they compute the same
+    function of the same weights: built-in Keras layers with the same configs
+    (layer names aside), the same weight shapes and dtypes, the same loss and
+    metrics (classes, configs, names) and the same ``input_spec``. Anything
+    user-defined (a custom layer, loss or model class) enters the key by
+    identity, so it is never shared by mistake.
+
+    Example:
+        >>> import fedteach as ft
+        >>> from fedteach.experiment import build_keras_model
+        >>> batch = {'x': np.zeros((2, 784), np.float32), 'y': np.zeros((2, 1), np.int32)}
+        >>> a, b, c = (ft.from_compiled_keras_model(build_keras_model(kind, lr), batch)
+        ...            for kind, lr in (('linear', 0.02), ('linear', 0.5), ('cnn', 0.02)))
+        >>> architecture_key(a) == architecture_key(b), architecture_key(a) == architecture_key(c)
+        (True, False)
+    """
+    net = model.keras_model
+    layers = list(_sublayers(net))[1:]
+    if all(_builtin(layer) for layer in layers) and _builtin(net):
+        structure = _described(net, net.get_config())
+    else:
+        structure = net
+    loss = model.loss
+    loss_key = _described(loss, loss.get_config()) if isinstance(loss, keras.losses.Loss) else loss
+    metrics = tuple((type(m).__qualname__, m.name, getattr(m, "_fn", None),
+                     repr(sorted(getattr(m, "_fn_kwargs", {}).items()))) for m in model.metrics)
+    weights = tuple((tuple(v.shape), str(v.dtype)) for v in model.trainable_variables + model.non_trainable_variables)
+    spec = tuple((k, s.dtype.name, tuple(s.shape)) for k, s in model.input_spec.items())
+    return structure, loss_key, metrics, weights, spec
+
+
+@dataclass
+class _Compiled:
+    """The compiled functions of one architecture (one kind of round, or the evaluation), shared by processes."""
+
+    owner: object                      # the first trainer or evaluator of the architecture: its traces close over it
+    traces: dict = field(default_factory=dict)  # (map functions' key, raw spec, options) -> concrete function
+    keep: list = field(default_factory=list)     # the map functions of ``traces`` (their ids are in the keys)
+    jit_compile: bool = True           # False once XLA failed: the plain graph is used from then on
+    xla_error: str | None = None       # the first line of XLA's error, when it failed
+    trace_count: int = 0
+
+
+_COMPILED: dict = {}  # (trainer or evaluator class, architecture_key) -> _Compiled
+_MAPPERS: dict = {}  # (map functions' key, raw spec) -> (the vectorized map as a tf.function, the map functions)
+
+
+def _compiled(owner, model) -> _Compiled:
+    key = (type(owner), architecture_key(model))
+    if key not in _COMPILED:
+        _COMPILED[key] = _Compiled(owner)
+    return _COMPILED[key]
+
+
+def _shapes(examples) -> tuple:
+    return tuple((k, tf.as_dtype(v.dtype).name, tuple(v.shape)) for k, v in examples.items())
+
+
 class Layouter:
     """Turns a round's client datasets into a :class:`Layout` (step 1 above)."""
 
-    def __init__(self, input_spec, num_classes: int | None = None):
+    def __init__(self, input_spec, num_classes: int | None = None, min_rows: int = 1):
         self.input_spec = input_spec
         self.num_classes = num_classes
-        self._map_fns = {}
+        self.min_rows = min_rows  # the fewest rows of stacked examples (padding shares one shape across rounds)
         self._checked = set()  # the (map functions, raw spec) keys whose mapped fields passed the checks
         self._last = None  # (the last round's datasets, their stacked examples, map functions, row offsets)
 
     def _mapper(self, fns, raw_spec):
         key = (_map_key(fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()))
-        if key not in self._map_fns:
+        if key not in _MAPPERS:  # shared by every Layouter: the trace depends on the functions and the spec only
             signature = [{k: tf.TensorSpec([None] + list(s.shape), s.dtype) for k, s in raw_spec.items()}]
-            self._map_fns[key] = tf.function(_vectorized(fns), input_signature=signature, autograph=False)
-        return self._map_fns[key]
+            _MAPPERS[key] = (tf.function(_vectorized(fns), input_signature=signature, autograph=False), tuple(fns))
+        return _MAPPERS[key][0]
 
     def layout(self, datasets, rng: np.random.Generator) -> Layout:
         """Lays out a round, shuffling with ``rng`` (client by client, in order); the same dataset objects
@@ -218,7 +350,7 @@ class Layouter:
         examples = {}
         for k, first in sources[0].items():
             # The padding rows are left as they are: the map treats each row on its own and no index points there.
-            stacked = _aligned_empty((bucket(total),) + first.shape[1:], first.dtype)
+            stacked = _aligned_empty((bucket(total, self.min_rows),) + first.shape[1:], first.dtype)
             np.concatenate([src[k] for src in sources], out=stacked[:total])
             examples[k] = stacked
         self._check_mapped_fields(fns, examples, datasets[0].client_id)
@@ -248,7 +380,7 @@ class Layouter:
                 offsets[i] = start
                 start += _num_rows(datasets[i])
             parts.append(out)
-        rows = bucket(start)
+        rows = bucket(start, self.min_rows)
         examples = {}
         for k in self.input_spec:
             field = parts[0][k] if len(parts) == 1 else tf.concat([out[k] for out in parts], 0)
@@ -316,7 +448,7 @@ def _where_active(count, new, old):
 
 def _index(streams, offsets):
     """Rows of each client's batches, ``[clients, steps, batch]``, and the mask of real examples."""
-    steps = bucket(max((len(s) for s in streams), default=1))
+    steps = bucket(max((len(s) for s in streams), default=1), MIN_STEPS)
     batch = max((len(b) for s in streams for b in s), default=1)
     index = np.zeros((len(streams), steps, batch), np.int32)
     mask = np.zeros((len(streams), steps, batch), np.float32)
@@ -359,86 +491,129 @@ class FastEvaluator:
 
     Each distinct example is predicted once; a client's metrics are sums over
     its stream (epochs included, as the per-client loop would count them).
+    The weights are inputs of the compiled pass, which is shared by every
+    evaluator of the same architecture.
     """
 
     def __init__(self, model):
         self.model = model
         self.layouter = Layouter(model.input_spec)
-        net = model.keras_model
+        self._compiled = _compiled(self, model)
+        self._last_rows = None  # (datasets, their rows, counts), see _rows
 
-        def per_example(x, y):
-            predictions = net(x, training=False)
-            values = [model.per_example_loss(y, predictions)]
-            values += [tf.cast(m._fn(y, predictions, **m._fn_kwargs), tf.float32) for m in model.metrics]
-            return tf.stack([tf.reshape(v, [-1]) for v in values], axis=1)
+    def _per_example(self, trainable, non_trainable, x, y):
+        model = self._compiled.owner.model
+        predictions, _ = model.keras_model.stateless_call(trainable, non_trainable, x, training=False)
+        values = [model.per_example_loss(y, predictions)]
+        values += [tf.cast(m._fn(y, predictions, **m._fn_kwargs), tf.float32) for m in model.metrics]
+        return tf.stack([tf.reshape(v, [-1]) for v in values], axis=1)
 
-        self._per_example = per_example
-        self._traces = {}  # (map functions' key, shapes) -> the compiled map + forward pass, traced
-
-    def _traced(self, map_fns, examples):
-        key = (_map_key(map_fns), tuple(v.shape for v in examples.values()))
-        if key not in self._traces:
+    def _traced(self, map_fns, examples, weights):
+        shared = self._compiled
+        key = (_map_key(map_fns), _shapes(examples))
+        if key not in shared.traces:
             apply_map = _vectorized(map_fns)
+            per_example = shared.owner._per_example
 
-            def values(raw):
+            def values(trainable, non_trainable, raw):
                 mapped = apply_map(raw)
-                return self._per_example(mapped["x"], mapped["y"])
+                return per_example(trainable, non_trainable, mapped["x"], mapped["y"])
 
-            self._traces[key] = tf.function(values, jit_compile=True, autograph=False).get_concrete_function(examples)
-        return self._traces[key]
+            shared.traces[key] = tf.function(values, jit_compile=True, autograph=False).get_concrete_function(
+                *tf.nest.map_structure(tf.TensorSpec.from_tensor, (*weights, examples)))
+            shared.keep.append(tuple(map_fns))
+        return shared.traces[key]
 
-    def outputs(self, datasets) -> list:
-        """Per client, the local outputs of the model's metric aggregation (the model's weights as loaded)."""
+    def outputs(self, weights, datasets) -> list:
+        """Per client, the local outputs of the model's metric aggregation with ``weights`` (ModelWeights)."""
         examples, map_fns, offsets = self.layouter.stacked(datasets)
-        values = self._traced(map_fns, examples)(examples).numpy()  # [rows, 1 + metrics]
+        arrays = ([tf.constant(w) for w in weights.trainable.values()],
+                  [tf.constant(w) for w in weights.non_trainable.values()])
+        values = self._traced(map_fns, examples, arrays)(*arrays, examples).numpy()  # [rows, 1 + metrics]
+        rows, counts = self._rows(datasets, offsets)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        sums = np.zeros((len(counts), values.shape[1]), values.dtype)
+        has = counts > 0  # reduceat needs non-empty segments
+        if has.any():
+            sums[has] = np.add.reduceat(values[rows], starts[has], axis=0)
         outputs = []
-        for ds, offset in zip(datasets, offsets):
-            stream = _client_stream(ds, np.random.default_rng(0))
-            rows = np.concatenate(stream) + offset if stream else np.zeros(0, np.int64)
-            sums, n = values[rows].sum(axis=0), len(rows)
+        for total, n in zip(sums, counts):
             out = collections.OrderedDict(
-                (m.name, [np.float32(sums[1 + i]), np.float32(n)]) for i, m in enumerate(self.model.metrics))
-            out["loss"] = [np.float32(sums[0]), np.float32(n)]
+                (m.name, [np.float32(total[1 + i]), np.float32(n)]) for i, m in enumerate(self.model.metrics))
+            out["loss"] = [np.float32(total[0]), np.float32(n)]
             out["num_examples"] = np.int64(n)
             outputs.append(out)
         return outputs
 
+    def _rows(self, datasets, offsets):
+        """Every client's rows of the stacked examples, in stream order, concatenated, and their counts;
+        the same for the same dataset objects as last time (the evaluation's shuffles use a fixed seed)."""
+        last = self._last_rows
+        if last is None or len(last[0]) != len(datasets) or any(a is not b for a, b in zip(last[0], datasets)):
+            streams = [_client_stream(ds, np.random.default_rng(0)) for ds in datasets]
+            rows = [np.concatenate(s).astype(np.int64) + offset if s else np.zeros(0, np.int64)
+                    for s, offset in zip(streams, offsets)]
+            self._last_rows = (list(datasets), np.concatenate(rows), np.array([len(r) for r in rows]))
+        return self._last_rows[1:]
+
 
 class FastTrainer:
-    """Runs local SGD of all clients side by side in one compiled function (step 2)."""
+    """Runs local SGD of all clients side by side in one compiled function (step 2).
+
+    The learning rate and FedProx's ``mu`` (local gradient ``+= mu * (w -
+    w_global)``) are inputs of the compiled round, which every trainer of the
+    same class and architecture shares (see the module docs).
+    """
 
     def __init__(self, model, learning_rate: float, proximal_mu: float = 0.0):
         self.model = model
         self.learning_rate = float(learning_rate)
-        self.proximal_mu = float(proximal_mu)  # FedProx: local gradient += mu * (w - w_global)
-        self.trace_count = 0
-        self.jit_compile = True
-        self._fns = {}  # (map functions' key, jit_compile) -> the round as a tf.function
-        self._concrete = {}  # the same + return_clients and the layout's (bucketed) shapes -> its trace
+        self.proximal_mu = float(proximal_mu)
+        self._compiled = _compiled(self, model)
 
-    def _function(self, map_fns):
-        key = (_map_key(map_fns), self.jit_compile)
-        if key not in self._fns:
-            apply_map = _vectorized(map_fns)
+    @property
+    def trace_count(self) -> int:
+        """How many times the shared round functions of this architecture were traced."""
+        return self._compiled.trace_count
 
-            def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, return_clients):
-                examples = apply_map(raw)
-                return self._round(trainable, non_trainable, examples, index, mask, weights, lr,
-                                   return_clients), _label_range(examples, rows)
+    @trace_count.setter
+    def trace_count(self, value: int) -> None:
+        self._compiled.trace_count = value
 
-            # No AutoGraph: the round is written with tf.while_loop and Keras 3 layers need none;
-            # converting it would cost a few hundred milliseconds of the first round.
-            self._fns[key] = tf.function(round_with_map, jit_compile=self.jit_compile, autograph=False)
-        return self._fns[key]
+    @property
+    def jit_compile(self) -> bool:
+        """Whether the round runs XLA-compiled (False after XLA could not compile it: a plain graph)."""
+        return self._compiled.jit_compile
+
+    @property
+    def xla_error(self) -> str | None:
+        """The first line of XLA's error when it could not compile the round, else None."""
+        return self._compiled.xla_error
 
     def _traced(self, layout: Layout, args):
-        """The round traced for this kind of layout, called directly (a tf.function call would first work out
-        which trace fits, ~0.2 ms); one trace, and one XLA compile, per map and bucketed shape."""
-        key = (_map_key(layout.map_fns), self.jit_compile, args[-1],
-               tuple(v.shape for v in layout.examples.values()), layout.index.shape)
-        if key not in self._concrete:
-            self._concrete[key] = self._function(layout.map_fns).get_concrete_function(*args)
-        return self._concrete[key]
+        """The round traced for this kind of layout (its sizes left open), called directly (a tf.function call
+        would first work out which trace fits, ~0.2 ms); XLA compiles it once per bucketed shape."""
+        shared = self._compiled
+        return_clients = args[-1]
+        key = (_map_key(layout.map_fns), _shapes(layout.examples), layout.index.shape, shared.jit_compile,
+               return_clients)
+        if key not in shared.traces:
+            apply_map = _vectorized(layout.map_fns)
+            owner = shared.owner
+
+            def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, mu):
+                examples = apply_map(raw)
+                return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu,
+                                    return_clients), _label_range(examples, rows)
+
+            # Static shapes: XLA compiles a trace once (with open sizes it would compile again whenever the
+            # index values changed). No AutoGraph: the round is written with tf.while_loop and Keras 3 layers
+            # need none; converting it would cost a few hundred milliseconds of the first round.
+            function = tf.function(round_with_map, jit_compile=shared.jit_compile, autograph=False)
+            shared.traces[key] = function.get_concrete_function(*tf.nest.map_structure(tf.TensorSpec.from_tensor,
+                                                                                        args[:-1]))
+            shared.keep.append(tuple(layout.map_fns))
+        return shared.traces[key]
 
     def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False) -> Trained:
         """Trains every client of ``layout`` from the given weights; ``return_clients`` also returns the
@@ -446,16 +621,17 @@ class FastTrainer:
         args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
                 layout.examples, tf.constant(layout.rows),
                 tf.constant(layout.index), tf.constant(layout.mask),
-                tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate),
-                bool(return_clients))
+                tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate, tf.float32),
+                tf.constant(self.proximal_mu, tf.float32), bool(return_clients))
         try:
-            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args)
+            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args[:-1])
         except tf.errors.InvalidArgumentError as error:
             if not self.jit_compile or "xla" not in str(error).lower():
                 raise
             # e.g. a layer whose vectorized gradient needs a dynamic loop: run the round as a plain graph
-            self.jit_compile = False
-            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args)
+            self._compiled.jit_compile = False
+            self._compiled.xla_error = str(error).strip().splitlines()[0][:300]
+            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args[:-1])
         outputs = []
         metrics = self.model.metrics
         loss_sums = loss_sums.numpy()
@@ -501,7 +677,7 @@ class FastTrainer:
             updated.append([total + tf.reduce_sum(values * mask, axis=1), seen + count])
         return updated
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu, return_clients=False):
         self.trace_count += 1
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         loss_sum = tf.zeros([clients])
@@ -519,9 +695,8 @@ class FastTrainer:
                 total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
             grads = tape.gradient(total, tv)
             active = lambda w: tf.reshape(count > 0, tf.concat([[-1], tf.ones_like(tf.shape(w)[1:])], 0))
-            if self.proximal_mu:  # only on real steps: padded steps of a finished client leave it unchanged
-                grads = [g + tf.cast(active(w), w.dtype) * self.proximal_mu * (w - w0)
-                         for g, w, w0 in zip(grads, tv, trainable)]
+            # FedProx, only on real steps: padded steps of a finished client leave it unchanged (mu = 0: FedAvg)
+            grads = [g + tf.cast(active(w), w.dtype) * mu * (w - w0) for g, w, w0 in zip(grads, tv, trainable)]
             tv_new = [w - lr * g for w, g in zip(tv, grads)]
             ntv_new = _where_active(count, ntv_new, ntv)
             ms_new = self._update_metrics(ms, y, preds, m, count)

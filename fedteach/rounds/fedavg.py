@@ -43,21 +43,13 @@ class ServerOptimizer:
 
     def __init__(self, optimizer, template: ModelWeights):
         self.optimizer = optimizer
-        self.variables = [tf.Variable(w) for w in template.trainable.values()]
-        optimizer.build(self.variables)
-        self.state_variables = [v for v in optimizer.variables if not v.path.endswith("learning_rate")]
-        self._initial = tuple(v.numpy() for v in self.state_variables)
-        self._step = tf.function(self._assign_and_apply, autograph=False)  # Keras optimizers need no AutoGraph
+        optimizer.build([tf.Variable(w) for w in template.trainable.values()])
+        self._initial = tuple(v.numpy() for v in _state_variables(optimizer))
         self._plain_sgd = _is_plain_sgd(optimizer)
-        self._learning_rate = np.float32(optimizer.learning_rate.numpy())  # used by the plain-SGD step
-
-    def _assign_and_apply(self, weights, state, update):
-        for v, w in zip(self.variables, weights):
-            v.assign(w)
-        for v, s in zip(self.state_variables, state):
-            v.assign(s)
-        self.optimizer.apply_gradients(zip([-u for u in update], self.variables))
-        return [tf.identity(v) for v in self.variables], [tf.identity(v) for v in self.state_variables]
+        self._learning_rate = np.float32(optimizer.learning_rate.numpy())
+        # The compiled step is shared by every server optimizer of the same kind, hyperparameters and weight
+        # shapes; the learning rate is set before each step, so a new rate costs no compilation.
+        self._step = _server_step(optimizer, template)  # compiled at its first call (plain SGD runs in NumPy)
 
     def initial_state(self) -> tuple:
         return tuple(np.copy(s) for s in self._initial)
@@ -69,9 +61,54 @@ class ServerOptimizer:
                 trainable = collections.OrderedDict(
                     (name, w - (-u) * self._learning_rate) for (name, w), u in zip(weights.trainable.items(), update))
             return ModelWeights(trainable, weights.non_trainable), (state[0] + 1,)
-        new_weights, new_state = self._step(list(weights.trainable.values()), list(state), list(update))
+        new_weights, new_state = self._step(list(weights.trainable.values()), list(state), list(update),
+                                            self._learning_rate)
         trainable = collections.OrderedDict((name, w.numpy()) for name, w in zip(weights.trainable, new_weights))
         return ModelWeights(trainable, weights.non_trainable), tuple(s.numpy() for s in new_state)
+
+
+def _state_variables(optimizer) -> list:
+    return [v for v in optimizer.variables if not v.path.endswith("learning_rate")]
+
+
+_SERVER_STEPS = {}  # (optimizer kind, hyperparameters, weight shapes) -> a compiled server step
+
+
+def _server_step(optimizer, template: ModelWeights):
+    """A compiled ``step(weights, state, update, learning_rate) -> (weights, state)``, one per kind of optimizer.
+
+    Optimizers of Keras and fedteach are described fully by their class and config (the learning rate
+    aside, when it is a number); any other class gets its own step.
+    """
+    config = optimizer.get_config()
+    rate_is_number = isinstance(config.get("learning_rate"), (float, int))
+    known = type(optimizer).__module__.startswith(("keras.", "fedteach."))
+    hyper = {k: v for k, v in config.items() if k != "name" and not (k == "learning_rate" and rate_is_number)}
+    shapes = tuple((np.shape(w), np.asarray(w).dtype.str) for w in template.trainable.values())
+    key = (type(optimizer), repr(sorted(hyper.items())), shapes) if known else (optimizer, shapes)
+    if key not in _SERVER_STEPS:
+        owner = type(optimizer).from_config(config) if known else optimizer
+        variables = [tf.Variable(w) for w in template.trainable.values()]
+        owner.build(variables)
+        state_variables = _state_variables(owner)
+
+        def assign_and_apply(weights, state, update):
+            for v, w in zip(variables, weights):
+                v.assign(w)
+            for v, s in zip(state_variables, state):
+                v.assign(s)
+            owner.apply_gradients(zip([-u for u in update], variables))
+            return [tf.identity(v) for v in variables], [tf.identity(v) for v in state_variables]
+
+        compiled = tf.function(assign_and_apply, autograph=False)  # Keras optimizers need no AutoGraph
+
+        def step(weights, state, update, learning_rate):
+            if rate_is_number:
+                owner.learning_rate = float(learning_rate)  # assigns the optimizer's learning-rate variable
+            return compiled(weights, state, update)
+
+        _SERVER_STEPS[key] = step
+    return _SERVER_STEPS[key]
 
 
 def _is_plain_sgd(optimizer) -> bool:
@@ -90,7 +127,9 @@ def build_server(server_optimizer_fn, model, default_learning_rate: float) -> Se
         raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(optimizer).__name__}")
     check_positive("server learning rate", optimizer.learning_rate,
                    f"e.g. server_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate={default_learning_rate:g})")
-    return ServerOptimizer(optimizer, general.ClientRunner(model).weights())
+    template = ModelWeights.from_lists([v.numpy() for v in model.trainable_variables], [],
+                                       [f"w{i}" for i in range(len(model.trainable_variables))])
+    return ServerOptimizer(optimizer, template)  # the template's shapes and dtypes are what it needs
 
 
 def _copy_optimizer(optimizer):
@@ -175,7 +214,9 @@ class FederatedAveraging:
         self.initial_weights = self.runner.weights()
         self.model_reason = fast.unsupported_model(model, client_optimizer)
         if self.model_reason is None:
-            self.layouter = fast.Layouter(model.input_spec, num_classes=num_classes(model))
+            # 1,024 rows at least: rounds of a few small clients share one shape, hence one XLA compilation (the
+            # map also runs on the padding rows, a reshape for the tutorial's; training sees only indexed rows)
+            self.layouter = fast.Layouter(model.input_spec, num_classes=num_classes(model), min_rows=1024)
             self.trainer = fast.FastTrainer(model, client_optimizer.learning_rate.numpy(), self.proximal_mu)
         elif engine == "fast":
             raise ValueError(f"engine='fast' is not possible: {self.model_reason}")
@@ -212,18 +253,18 @@ class FederatedAveraging:
                              "Pass a list with one dataset per client, e.g. ft.make_federated_data(...).")
         round_num = state.round_num + 1
         self.path, self.path_reason = self.choose_path(federated_data)
-        if self.path == "general":
-            # A client dataset from ClientData builds its tf.data pipeline (and draws the seeds of an
-            # unseeded shuffle) when first inspected, here: seeding by (seed, round) makes the round
-            # reproducible, e.g. when it is run again after restoring a checkpoint.
-            tf.random.set_seed(int(np.random.default_rng([self.seed, round_num]).integers(1 << 31)))
         # The fast engine checks fields, shapes and labels on the mapped examples itself.
         general_path = self.path == "general"
-        check_client_datasets(self.model, federated_data, check_specs=general_path, check_labels=general_path)
+        check_client_datasets(self.model, federated_data, check_labels=general_path,
+                              check_specs=general_path and not self.runner.lays_out(federated_data))
         if self.verbose:
             print(f"round {round_num}: {self.path} path ({self.path_reason})")
         if self.path == "fast":
             average, outputs = self._fast_round(state, federated_data, round_num)
+            if not self.trainer.jit_compile:
+                self.path_reason = (
+                    f"{self.path_reason}; the round runs as a plain TensorFlow graph, not XLA-compiled: XLA could not "
+                    f"compile it vectorized over clients ({self.trainer.xla_error})")
         else:
             average, outputs = self._general_round(state, federated_data, round_num)
         update = [a - w for a, w in zip(average.trainable.values(), state.model.trainable.values())]
@@ -262,7 +303,7 @@ class FederatedAveraging:
         return average, [o for o, n in zip(outputs, layout.num_examples) if n > 0]
 
     def _general_round(self, state, federated_data, round_num):
-        results = [self.runner.train(state.model, ds) for ds in federated_data]
+        results = self.runner.train_round(state.model, federated_data, self.seed, round_num)
         counts = np.array([n for _, n, _ in results], np.int64)
         _skip_empty(counts, federated_data, round_num)
         share = counts / counts.sum()
@@ -290,7 +331,8 @@ class FederatedAveragingProcess(IterativeProcess):
 
     @property
     def path_reason(self) -> str | None:
-        """Why the last round took that engine."""
+        """A sentence saying why the last round took that engine, and whether the fast engine fell back from
+        XLA to a plain TensorFlow graph (and why); None before the first round."""
         return self._engine.path_reason
 
     @property

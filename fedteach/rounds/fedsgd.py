@@ -77,7 +77,7 @@ class GradientTrainer(fast.FastTrainer):
     those), with the same metric outputs as :class:`fast.FastTrainer`.
     """
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, return_clients=False):
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu, return_clients=False):
         self.trace_count += 1
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         acc = [tf.zeros_like(w) for w in tv]

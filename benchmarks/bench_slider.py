@@ -1,0 +1,91 @@
+"""Slider-to-curve benchmark: the first round after a settings change against a steady round.
+
+Run: ``python benchmarks/bench_slider.py`` (about a minute, one process, offline data).
+
+The workload is what the training dashboard does when a student moves a
+slider and presses Run: a new :class:`fedteach.Experiment` with the new
+:class:`fedteach.ExperimentConfig`, continuing from the current model
+(``initial_state``), then one round of training and its evaluation. Each
+change below is applied to the previous settings, in order (issue 18's table
+and the other knobs of the panel); local training uses 2 epochs (the
+tutorial's 10 for the "10 -> 2 local epochs" change).
+
+For every change the script times the *first round*: building the new
+Experiment plus its first ``run_round`` (training and evaluation). After it,
+``STEADY`` more rounds of the same run are timed; their median is that
+setting's *steady round*. The summary prints the median first round, the
+median steady round and their ratio (goal: <= 10 on 2 cores), then the first
+round after a change of model architecture (linear -> cnn, fresh weights;
+goal: <= 1.5 s on a quiet machine), which pays one compilation per
+architecture.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("FEDTEACH_DATA", "offline")
+
+import fedteach as ft  # noqa: E402
+
+STEADY = 5  # timed rounds after each change
+
+CHANGES = [  # (what the student changes, the new settings relative to the previous ones)
+    ("local epochs 10 -> 2", dict(local_epochs=2)),
+    ("client lr 0.02 -> 0.05", dict(client_learning_rate=0.05)),
+    ("clients per round 3 -> 5", dict(clients_per_round=5)),
+    ("server lr 1.0 -> 0.5", dict(server_learning_rate=0.5)),
+    ("server optimizer sgd -> adam", dict(server_optimizer="adam", server_learning_rate=0.01)),
+    ("algorithm fedprox, mu 0.1", dict(algorithm="fedprox", proximal_mu=0.1)),
+    ("FedProx mu 0.1 -> 0.5", dict(proximal_mu=0.5)),
+    ("seed 0 -> 1", dict(seed=1)),
+    ("random clients", dict(random_clients=True)),
+    ("DP noise 0.5, clip 1", dict(dp_noise_multiplier=0.5, dp_clip_norm=1.0)),
+    ("DP noise 0.5 -> 1.0", dict(dp_noise_multiplier=1.0)),
+    ("quantize 8 bits", dict(quantize_bits=8)),
+    ("client lr 0.05 -> 0.03", dict(client_learning_rate=0.03)),
+]
+
+
+def first_and_steady(train, test, config, state=None):
+    """(seconds to build the Experiment and run its first round, median steady round, the Experiment)."""
+    start = time.perf_counter()
+    experiment = ft.Experiment(train, test, config, initial_state=state)
+    experiment.run_round(evaluate=True)
+    first = time.perf_counter() - start
+    steady = []
+    for _ in range(STEADY):
+        start = time.perf_counter()
+        experiment.run_round(evaluate=True)
+        steady.append(time.perf_counter() - start)
+    return first, statistics.median(steady), experiment
+
+
+def main() -> None:
+    train, test = ft.load_offline_digits()
+    config = ft.ExperimentConfig(local_epochs=10)
+    print(f"fedteach slider benchmark, {os.cpu_count()} CPUs, offline digits ({len(train.client_ids)} writers)")
+    start = time.perf_counter()
+    _, _, experiment = first_and_steady(train, test, config)
+    print(f"{'cold start (first compile of the linear model)':44s} first {time.perf_counter() - start:7.3f} s")
+    firsts, steadies = [], []
+    for label, change in CHANGES:
+        config = config.replace(**change)
+        first, steady, experiment = first_and_steady(train, test, config, experiment.state)
+        firsts.append(first)
+        steadies.append(steady)
+        print(f"{label:44s} first {first:7.3f} s   steady {steady * 1e3:7.1f} ms   ratio {first / steady:6.1f}")
+    first, steady = statistics.median(firsts), statistics.median(steadies)
+    print(f"median over {len(CHANGES)} changes: first round {first * 1e3:.1f} ms, steady round {steady * 1e3:.1f} ms, "
+          f"ratio {first / steady:.1f} (goal <= 10)")
+    arch_first, arch_steady, _ = first_and_steady(train, test, config.replace(model="cnn"))
+    print(f"model linear -> cnn (fresh weights): first round {arch_first:.3f} s (goal <= 1.5 s), "
+          f"steady {arch_steady * 1e3:.1f} ms")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
