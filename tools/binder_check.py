@@ -23,7 +23,9 @@ e.g. ``--override ipykernel==7.0.1 jupyter_client==8.6.3 tornado==6.5.2`` to
 check the dashboard with the base's own ipykernel. Each notebook's peak memory is measured as the largest
 sum of resident memory over the process tree below the test process (the
 kernel and whatever it starts, e.g. Flower's processes), sampled every 0.1 s:
-mybinder.org stops a session at 2 GB.
+mybinder.org stops a session at 2 GB. The notebooks see ``MEM_LIMIT`` (bytes)
+as on mybinder.org, so a notebook can detect the limit and skip what does
+not fit.
 
 Usage::
 
@@ -44,7 +46,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+
+import psutil
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MEMORY_LIMIT_MB = 2048  # mybinder.org's limit per session
@@ -190,8 +195,7 @@ DASHBOARD_SMOKE = {
 
 
 def tree_rss(pid: int) -> tuple[int, int]:
-    """(resident bytes of ``pid``'s descendants, of ``pid`` itself), from /proc."""
-    import psutil
+    """(resident bytes of ``pid``'s descendants, of ``pid`` itself)."""
     try:
         root = psutil.Process(pid)
         own = root.memory_info().rss
@@ -217,7 +221,6 @@ def run_notebook(venv: pathlib.Path, repo: pathlib.Path, notebook: str, env: dic
                                text=True)
     peak_children = peak_all = 0
     output = []
-    import threading
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
     while process.poll() is None:
@@ -275,7 +278,9 @@ def main(argv=None) -> int:
             run([python, '-m', 'pip', 'install', '--quiet', 'pytest', 'nbval'])
             env = {key: value for key, value in os.environ.items()
                    if not key.startswith(('FEDTEACH_', 'VIRTUAL_ENV', 'PYTHON', 'JUPYTER', 'MPLBACKEND'))}
-            env.update(PATH=f'{venv / "bin"}{os.pathsep}{os.environ["PATH"]}', TF_CPP_MIN_LOG_LEVEL='2')
+            # mybinder.org tells a session its memory limit in MEM_LIMIT (bytes), as jupyter-resource-usage reads it
+            env.update(PATH=f'{venv / "bin"}{os.pathsep}{os.environ["PATH"]}', TF_CPP_MIN_LOG_LEVEL='2',
+                       MEM_LIMIT=str(MEMORY_LIMIT_MB * 2**20))
             if args.fast:
                 env['FEDTEACH_FAST'] = '1'
             notebooks = args.notebooks or sorted(p.name for p in (repo / 'notebooks').glob('*.ipynb'))
