@@ -84,10 +84,7 @@ def unflattened(client_data):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_shape_that_does_not_fit_the_input_spec_names_client_and_field(engine):
     p = process(engine)
-    with pytest.raises(ValueError, match=r"client 'writer_0', field 'x': .*shape \[28, 28\].* expects \[784\]"
-                       if engine == "fast" else
-                       r"client 'writer_0', field 'x': batches have shape \[None, 28, 28\] but the model's "
-                       r"input_spec expects \[None, 784\]"):
+    with pytest.raises(ValueError, match=r"client 'writer_0', field 'x': .*shape \[28, 28\].* expects \[784\]"):
         p.next(p.initialize(), unflattened(clients()))
 
 
@@ -265,7 +262,7 @@ def assert_unchanged(state, copy):
 
 def test_an_interrupt_between_two_clients_leaves_state_and_history_at_the_last_round(monkeypatch):
     p = process("general")
-    data = federated(clients())
+    data = [ds.filter(lambda batch: True) for ds in federated(clients())]  # tf.data pipelines: one client at a time
     state, history = p.initialize(), []
     state, metrics = p.next(state, data)
     history.append(metrics)

@@ -75,7 +75,10 @@ class Model(abc.ABC):
 
     @abc.abstractmethod
     def report_local_outputs(self) -> dict:
-        """The client's local metrics (values eligible for aggregation)."""
+        """The client's local metrics (values eligible for aggregation).
+
+        Built from the local variables with TensorFlow operations (a ``tf.function``, as in the tutorial):
+        the general round engine calls it inside its compiled round, once per client."""
 
     @property
     @abc.abstractmethod

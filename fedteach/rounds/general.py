@@ -18,8 +18,22 @@ A round (:meth:`ClientRunner.train_round`) takes one of two routes:
   every shuffle in the pipeline is re-seeded from ``(seed, round, client
   position)`` (see :func:`reseeded`), so the same seed gives the same metrics.
 
-The compiled functions are plain TensorFlow graphs, not XLA: a client's last
-batch is usually smaller than the others, and XLA compiles once per shape.
+In the laid-out round, each run of full batches is one XLA-compiled loop (the
+batch shape is fixed there); a shorter batch, usually a client's last, is one
+step of a plain graph, so that XLA does not compile once per batch size. A
+model that XLA cannot compile (an op without an XLA kernel) runs as a plain
+graph throughout, with the same results. ``model.report_local_outputs()`` is
+called inside the compiled round, so it must be made of TensorFlow operations
+(a ``tf.function``, as in the tutorial).
+
+What one seed does not fix: the random draws of a model's own stateful random
+operations (``tf.random.uniform`` in a hand-written forward pass, or a Keras
+``Dropout``'s seed generator) continue from round to round; two runs from the
+same seed in fresh processes agree, but a round run again after restoring a
+checkpoint draws other numbers. Use stateless random operations with a seed
+taken from the batch, or no randomness in the forward pass, where that
+matters. For the limits of re-seeding ``tf.data`` pipelines see
+:func:`reseeded`.
 """
 from __future__ import annotations
 
@@ -66,7 +80,7 @@ class ClientRunner:
         self._evaluate_fn = tf.function(self._evaluate_loop)
         self._layouter = None  # created by the first laid-out round
         self._round_fns = {}  # (map functions' key, raw examples' spec, XLA or not) -> the compiled laid-out round
-        self._jit_compile = True  # runs of full batches under XLA, until XLA cannot compile the model
+        self.jit_compile = True  # runs of full batches under XLA, until XLA cannot compile the model
         self._report_structure = None  # the structure of report_local_outputs(), seen when the round is traced
 
     def weights(self) -> ModelWeights:
@@ -123,7 +137,7 @@ class ClientRunner:
             return [self.train(weights, reseeded(_as_tf_dataset(ds), _client_seed(seed, round_num, i)))
                     for i, ds in enumerate(datasets)]
         if self._layouter is None:
-            self._layouter = fast.Layouter(self.model.input_spec)
+            self._layouter = fast.Layouter(self.model.input_spec, min_rows=1024)  # few shapes, few XLA compiles
         layout = self._layouter.layout(datasets, np.random.default_rng([seed, round_num]))
         return self._laid_out_round(weights, layout)
 
@@ -150,9 +164,9 @@ class ClientRunner:
         try:
             trainable, non_trainable, outputs, counts = self._round_function(layout)(*args)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-            if not self._jit_compile or "xla" not in str(error).lower():
+            if not self.jit_compile or "xla" not in str(error).lower():
                 raise
-            self._jit_compile = False  # e.g. an op without an XLA kernel in the forward pass: plain graphs
+            self.jit_compile = False  # e.g. an op without an XLA kernel in the forward pass: plain graphs
             trainable, non_trainable, outputs, counts = self._round_function(layout)(*args)
         trainable = [w.numpy() for w in trainable]
         non_trainable = [w.numpy() for w in non_trainable]
@@ -166,7 +180,7 @@ class ClientRunner:
     def _round_function(self, layout):
         raw_spec = {k: tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for k, v in layout.examples.items()}
         key = (fast._map_key(layout.map_fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()),
-               self._jit_compile)
+               self.jit_compile)
         if key not in self._round_fns:
             variable_specs = lambda vs: [tf.TensorSpec(v.shape, v.dtype) for v in vs]
             signature = [raw_spec, tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
@@ -176,7 +190,7 @@ class ClientRunner:
             # The map functions are already converted by AutoGraph; the rest of the round is, so that a
             # forward pass written with Python control flow works as in a tf.data loop.
             apply_map = tf.autograph.experimental.do_not_convert(fast._vectorized(layout.map_fns))
-            full_batches = tf.function(self._full_batches, jit_compile=self._jit_compile)
+            full_batches = tf.function(self._full_batches, jit_compile=self.jit_compile)
 
             def laid_out_round(raw, index, sizes, steps, runs, trainable, non_trainable):
                 return self._clients_in_turn(apply_map(raw), index, sizes, steps, runs, trainable, non_trainable,
@@ -216,7 +230,7 @@ class ClientRunner:
                         write(report_out, report), counts.write(c, n))
 
         stacks = lambda values: [tf.TensorArray(v.dtype, size=clients, element_shape=v.shape) for v in values]
-        self._report_structure = model.report_local_outputs()
+        self._report_structure = _traced_report(model)
         report = [tf.convert_to_tensor(v) for v in tf.nest.flatten(self._report_structure)]
         outputs = (stacks(model.trainable_variables), stacks(model.non_trainable_variables), stacks(report),
                    tf.TensorArray(tf.int64, size=clients))
@@ -329,6 +343,17 @@ def reseeded(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
         node.attr["reshuffle_each_iteration"].b = reshuffle
     variant = tf.raw_ops.DatasetFromGraph(graph_def=graph.SerializeToString())
     return tf.data.experimental.from_variant(variant, dataset.element_spec)
+
+
+def _traced_report(model):
+    """``model.report_local_outputs()`` inside a compiled function, or an error that says what it must be."""
+    try:
+        return model.report_local_outputs()
+    except Exception as error:  # noqa: BLE001 -- any failure here is the same mistake, named below
+        raise TypeError(
+            f"{type(model).__name__}.report_local_outputs() could not run inside a compiled round ({error}). "
+            "Build it from the local variables with TensorFlow operations and no NumPy or .numpy() calls, "
+            "e.g. decorate it with @tf.function as the tutorial's MnistModel does.") from error
 
 
 def _full_runs(sizes: np.ndarray, batch: int) -> np.ndarray:
