@@ -17,6 +17,7 @@ def test_prints_every_round_like_the_tutorial_and_writes_the_history(tmp_path, c
     out, err = capsys.readouterr()
     assert code == 0
     assert "Using the offline digits dataset" in out
+    assert "Evaluation (eval: below): held-out test examples of" in out
     assert "round  1, metrics=<accuracy=" in out and "round  2, metrics=<accuracy=" in out
     assert "[###############---------------] 1/2" in err and "2/2" in err
     history = json.loads((tmp_path / "h.json").read_text())
