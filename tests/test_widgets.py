@@ -286,3 +286,19 @@ def test_dashboard_stop_diverge_and_recover(data):
     dashboard.run(block=True)
     assert 'only 8 clients' in dashboard.error.value and not dashboard.run_button.disabled
     assert len(dashboard.controller.history) == done + 1
+
+
+def test_controller_resumes_a_stopped_run_unless_rounds_per_run_changed(data):
+    from fedteach.widgets import TrainingController
+    controller = TrainingController(*data)
+    controller.prepare(FAST.replace(rounds=5))
+    controller.run(callback=lambda entry: entry['round'] == 2 and controller.stop())
+    assert (controller.rounds_done, controller.rounds_total, controller.unfinished) == (2, 5, True)
+    controller.prepare(FAST.replace(rounds=5))  # Run again, same settings: the rest of the Run
+    assert controller.note == f'{controller.experiment.name} resumes its Run at round 3 of 5.'
+    controller.run(callback=lambda entry: entry['round'] == 3 and controller.stop())
+    controller.prepare(FAST.replace(rounds=4))  # stopped again, then a new number of rounds: a new Run
+    assert (controller.rounds_done, controller.rounds_total) == (0, 4) and not controller.new_run
+    assert controller.note == f'{controller.experiment.name} continues from round 3.'
+    assert [e['round'] for e in controller.run()] == [1, 2, 3, 4, 5, 6, 7]
+    assert len(controller.experiments) == 1
