@@ -14,7 +14,8 @@ For every change the script times the *first round*: building the new
 Experiment plus its first ``run_round`` (training and evaluation). After it,
 ``STEADY`` more rounds of the same run are timed; their median is that
 setting's *steady round*. The summary prints the median first round, the
-median steady round and their ratio (goal: <= 10 on 2 cores), then the first
+median steady round and their ratio (goal: <= 10 on 2 cores; "new traces" counts
+the compiled functions a change had to trace: shapes the session had not seen yet), then the first
 round after a change of model architecture (linear -> cnn, fresh weights;
 goal: <= 1.5 s on a quiet machine), which pays one compilation per
 architecture.
@@ -30,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("FEDTEACH_DATA", "offline")
 
 import fedteach as ft  # noqa: E402
+from fedteach.rounds import fast  # noqa: E402
 
 STEADY = 5  # timed rounds after each change
 
@@ -48,6 +50,11 @@ CHANGES = [  # (what the student changes, the new settings relative to the previ
     ("quantize 8 bits", dict(quantize_bits=8)),
     ("client lr 0.05 -> 0.03", dict(client_learning_rate=0.03)),
 ]
+
+
+def traces() -> int:
+    """How many round and evaluation functions have been traced so far (each is one XLA compilation or more)."""
+    return sum(len(compiled.traces) for compiled in fast._COMPILED.values())
 
 
 def first_and_steady(train, test, config, state=None):
@@ -74,10 +81,12 @@ def main() -> None:
     firsts, steadies = [], []
     for label, change in CHANGES:
         config = config.replace(**change)
+        before = traces()
         first, steady, experiment = first_and_steady(train, test, config, experiment.state)
         firsts.append(first)
         steadies.append(steady)
-        print(f"{label:44s} first {first:7.3f} s   steady {steady * 1e3:7.1f} ms   ratio {first / steady:6.1f}")
+        print(f"{label:44s} first {first:7.3f} s   steady {steady * 1e3:7.1f} ms   ratio {first / steady:6.1f}"
+              f"   new traces {traces() - before}")
     first, steady = statistics.median(firsts), statistics.median(steadies)
     print(f"median over {len(CHANGES)} changes: first round {first * 1e3:.1f} ms, steady round {steady * 1e3:.1f} ms, "
           f"ratio {first / steady:.1f} (goal <= 10)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import warnings
 
-import keras
 import numpy as np
 
 from fedteach.federated import FederatedValue
@@ -37,7 +36,7 @@ def build_federated_evaluation(model_fn) -> Computation:
     template = runner.weights()
     result_type = metrics_type(model, model.report_local_outputs())
     # The fast engine's layout serves evaluation too: one compiled forward pass for all clients.
-    evaluator = fast.FastEvaluator(model) if fast.unsupported_model(model, keras.optimizers.SGD()) is None else None
+    evaluator = fast.FastEvaluator(model) if fast.unsupported_model(model) is None else None
 
     def fast_possible(federated_data):
         return evaluator is not None and all(fast.unsupported_pipeline(ds) is None for ds in federated_data)

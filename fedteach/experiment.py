@@ -45,6 +45,7 @@ ALGORITHMS = ('fedavg', 'fedprox', 'fedsgd')
 """Algorithm names an :class:`ExperimentConfig` accepts."""
 
 _SHARED_MODELS = {}  # (model name, input shape and dtypes) -> the wrapped Keras model that continued runs reuse
+_EVALUATIONS = {}  # (test and train data, evaluation settings) -> (test, train, client ids, datasets, description)
 
 _POSITIVE_INTS = ('clients_per_round', 'local_epochs', 'batch_size', 'rounds', 'evaluate_every', 'eval_clients')
 
@@ -322,11 +323,16 @@ class Experiment:
         if not _is_int(min_eval_examples) or min_eval_examples < 0:
             raise ValueError(f'min_eval_examples must be an integer >= 0 (e.g. 1000), got {min_eval_examples!r}.')
         training = set(train.client_ids) if config.random_clients else set(self.clients_for_round(1))
-        self.eval_client_ids = _evaluation_clients(test, config.eval_clients, min_eval_examples,
-                                                   exclude=() if eval_training_clients or config.random_clients
-                                                   else training)
-        self.eval_data = make_federated_data(test, self.eval_client_ids, eval_preprocess)
-        self.evaluation_description = _describe_evaluation(test, self.eval_client_ids, training, config.random_clients)
+        exclude = () if eval_training_clients or config.random_clients else training
+        key = (id(test), id(train), config.eval_clients, min_eval_examples, eval_training_clients,
+               config.random_clients, tuple(sorted(training)), eval_preprocess.batch_size)
+        cached = _EVALUATIONS.get(key)
+        if cached is None or cached[0] is not test or cached[1] is not train:
+            ids = _evaluation_clients(test, config.eval_clients, min_eval_examples, exclude)
+            cached = _EVALUATIONS[key] = (test, train, ids, make_federated_data(test, ids, eval_preprocess),
+                                          _describe_evaluation(test, ids, training, config.random_clients))
+        # The same evaluation as an earlier Experiment's reuses its datasets (and so their stacked examples).
+        self.eval_client_ids, self.eval_data, self.evaluation_description = list(cached[2]), list(cached[3]), cached[4]
         if initial_state is not None:
             initial_state = _continued(initial_state, self.process.initialize())
         self.initial_state = initial_state
@@ -444,13 +450,31 @@ def build_aggregator(config: ExperimentConfig, total_clients: int):
     return aggregators.chain(*stages) if stages else None
 
 
+_OPTIMIZERS = {}  # ('server', name, rate) or ('client', id of a shared model, rate) -> a Keras optimizer
+
+
+def _reused(key, make):
+    """``make()``, or the optimizer it made for the same ``key`` before: a Keras optimizer's variables cost more
+    to create than a round of the linear model. The server's is only read (its state travels in the
+    ServerState), the clients' is reset for every client by the general engine."""
+    if key not in _OPTIMIZERS:
+        _OPTIMIZERS[key] = make()
+    return _OPTIMIZERS[key]
+
+
 def _build_process(config: ExperimentConfig, model_fn, aggregator):
-    server_fn = server_optimizer_fn(config.server_optimizer, config.server_learning_rate)
+    make_server = server_optimizer_fn(config.server_optimizer, config.server_learning_rate)
+    server_fn = lambda: _reused(('server', config.server_optimizer, config.server_learning_rate), make_server)
     if config.algorithm == 'fedsgd':
         return build_federated_sgd_process(model_fn, server_fn, seed=config.seed, aggregator=aggregator)
+
+    def client_fn():  # called after model_fn: the model is built; one optimizer per shared model and rate
+        model, make = model_fn(), lambda: keras.optimizers.SGD(config.client_learning_rate)
+        shared = any(model is m for m in _SHARED_MODELS.values())
+        return _reused(('client', id(model), config.client_learning_rate), make) if shared else make()
+
     return build_federated_averaging_process(
-        model_fn, client_optimizer_fn=lambda: keras.optimizers.SGD(config.client_learning_rate),
-        server_optimizer_fn=server_fn, seed=config.seed,
+        model_fn, client_optimizer_fn=client_fn, server_optimizer_fn=server_fn, seed=config.seed,
         proximal_mu=config.proximal_mu if config.algorithm == 'fedprox' else 0.0, aggregator=aggregator)
 
 

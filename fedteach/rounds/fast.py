@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import json
+import weakref
 from dataclasses import dataclass, field
 
 import keras
@@ -259,6 +260,8 @@ def architecture_key(model) -> tuple:
         >>> architecture_key(a) == architecture_key(b), architecture_key(a) == architecture_key(c)
         (True, False)
     """
+    if model in _ARCHITECTURE_KEYS:
+        return _ARCHITECTURE_KEYS[model]
     net = model.keras_model
     layers = list(_sublayers(net))[1:]
     if all(_builtin(layer) for layer in layers) and _builtin(net):
@@ -271,7 +274,11 @@ def architecture_key(model) -> tuple:
                      repr(sorted(getattr(m, "_fn_kwargs", {}).items()))) for m in model.metrics)
     weights = tuple((tuple(v.shape), str(v.dtype)) for v in model.trainable_variables + model.non_trainable_variables)
     spec = tuple((k, s.dtype.name, tuple(s.shape)) for k, s in model.input_spec.items())
-    return structure, loss_key, metrics, weights, spec
+    _ARCHITECTURE_KEYS[model] = key = (structure, loss_key, metrics, weights, spec)
+    return key
+
+
+_ARCHITECTURE_KEYS = weakref.WeakKeyDictionary()  # model -> its architecture_key (a built model keeps its structure)
 
 
 @dataclass
@@ -279,7 +286,7 @@ class _Compiled:
     """The compiled functions of one architecture (one kind of round, or the evaluation), shared by processes."""
 
     owner: object                      # the first trainer or evaluator of the architecture: its traces close over it
-    traces: dict = field(default_factory=dict)  # (map functions' key, raw spec, options) -> concrete function
+    traces: dict = field(default_factory=dict)  # (map functions' key, shapes, options) -> concrete function
     keep: list = field(default_factory=list)     # the map functions of ``traces`` (their ids are in the keys)
     jit_compile: bool = True           # False once XLA failed: the plain graph is used from then on
     xla_error: str | None = None       # the first line of XLA's error, when it failed
@@ -468,17 +475,20 @@ def _index(streams, offsets):
     return index, mask
 
 
-def unsupported_model(model, optimizer) -> str | None:
-    """Why the (model, client optimizer) pair cannot take the fast path, or None."""
+def unsupported_model(model, optimizer=None) -> str | None:
+    """Why the (model, client optimizer) pair cannot take the fast path, or None; without an optimizer (for
+    evaluation), only the model is checked."""
     from fedteach.models.keras_model import KerasModel
 
     if not isinstance(model, KerasModel):
         return f"the model is a custom {type(model).__name__} (the fast path serves Keras models)"
-    if type(optimizer) is not keras.optimizers.SGD:
-        return f"the client optimizer is {type(optimizer).__name__} (the fast path runs plain SGD)"
     odd = [m.name for m in model.metrics if not isinstance(m, keras.metrics.MeanMetricWrapper)]
     if odd:
         return f"metrics {odd} are not means of per-example values"
+    if optimizer is None:
+        return None
+    if type(optimizer) is not keras.optimizers.SGD:
+        return f"the client optimizer is {type(optimizer).__name__} (the fast path runs plain SGD)"
     if optimizer.momentum or optimizer.nesterov:
         return "the client optimizer uses momentum"
     if not isinstance(optimizer._learning_rate, (float, int)) and not hasattr(optimizer._learning_rate, "assign"):
@@ -497,8 +507,11 @@ class FastEvaluator:
 
     def __init__(self, model):
         self.model = model
-        self.layouter = Layouter(model.input_spec)
         self._compiled = _compiled(self, model)
+        owner = self._compiled.owner
+        # The first evaluator of the architecture keeps the stacked examples of the last datasets it saw:
+        # an evaluation on the same datasets by another evaluator (a new Experiment) reuses them.
+        self.layouter = owner.layouter if owner is not self else Layouter(model.input_spec)
         self._last_rows = None  # (datasets, their rows, counts), see _rows
 
     def _per_example(self, trainable, non_trainable, x, y):
@@ -548,13 +561,14 @@ class FastEvaluator:
     def _rows(self, datasets, offsets):
         """Every client's rows of the stacked examples, in stream order, concatenated, and their counts;
         the same for the same dataset objects as last time (the evaluation's shuffles use a fixed seed)."""
-        last = self._last_rows
+        owner = self._compiled.owner
+        last = owner._last_rows
         if last is None or len(last[0]) != len(datasets) or any(a is not b for a, b in zip(last[0], datasets)):
             streams = [_client_stream(ds, np.random.default_rng(0)) for ds in datasets]
             rows = [np.concatenate(s).astype(np.int64) + offset if s else np.zeros(0, np.int64)
                     for s, offset in zip(streams, offsets)]
-            self._last_rows = (list(datasets), np.concatenate(rows), np.array([len(r) for r in rows]))
-        return self._last_rows[1:]
+            owner._last_rows = (list(datasets), np.concatenate(rows), np.array([len(r) for r in rows]))
+        return owner._last_rows[1:]
 
 
 class FastTrainer:

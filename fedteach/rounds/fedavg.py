@@ -43,13 +43,12 @@ class ServerOptimizer:
 
     def __init__(self, optimizer, template: ModelWeights):
         self.optimizer = optimizer
-        optimizer.build([tf.Variable(w) for w in template.trainable.values()])
-        self._initial = tuple(v.numpy() for v in _state_variables(optimizer))
         self._plain_sgd = _is_plain_sgd(optimizer)
         self._learning_rate = np.float32(optimizer.learning_rate.numpy())
-        # The compiled step is shared by every server optimizer of the same kind, hyperparameters and weight
-        # shapes; the learning rate is set before each step, so a new rate costs no compilation.
-        self._step = _server_step(optimizer, template)  # compiled at its first call (plain SGD runs in NumPy)
+        # The compiled step (and the initial state) is shared by every server optimizer of the same kind,
+        # hyperparameters and weight shapes; the learning rate is set before each step, so a new rate costs
+        # no compilation. It is compiled at its first call (plain SGD runs in NumPy).
+        self._step, self._initial = _server_step(optimizer, template)
 
     def initial_state(self) -> tuple:
         return tuple(np.copy(s) for s in self._initial)
@@ -71,11 +70,12 @@ def _state_variables(optimizer) -> list:
     return [v for v in optimizer.variables if not v.path.endswith("learning_rate")]
 
 
-_SERVER_STEPS = {}  # (optimizer kind, hyperparameters, weight shapes) -> a compiled server step
+_SERVER_STEPS = {}  # (optimizer kind, hyperparameters, weight shapes) -> (compiled server step, initial state)
 
 
 def _server_step(optimizer, template: ModelWeights):
-    """A compiled ``step(weights, state, update, learning_rate) -> (weights, state)``, one per kind of optimizer.
+    """A compiled ``step(weights, state, update, learning_rate) -> (weights, state)``, one per kind of optimizer,
+    and the optimizer's initial state for these weights.
 
     Optimizers of Keras and fedteach are described fully by their class and config (the learning rate
     aside, when it is a number); any other class gets its own step.
@@ -91,6 +91,7 @@ def _server_step(optimizer, template: ModelWeights):
         variables = [tf.Variable(w) for w in template.trainable.values()]
         owner.build(variables)
         state_variables = _state_variables(owner)
+        initial = tuple(v.numpy() for v in state_variables)
 
         def assign_and_apply(weights, state, update):
             for v, w in zip(variables, weights):
@@ -107,7 +108,7 @@ def _server_step(optimizer, template: ModelWeights):
                 owner.learning_rate = float(learning_rate)  # assigns the optimizer's learning-rate variable
             return compiled(weights, state, update)
 
-        _SERVER_STEPS[key] = step
+        _SERVER_STEPS[key] = step, initial
     return _SERVER_STEPS[key]
 
 
@@ -127,8 +128,9 @@ def build_server(server_optimizer_fn, model, default_learning_rate: float) -> Se
         raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(optimizer).__name__}")
     check_positive("server learning rate", optimizer.learning_rate,
                    f"e.g. server_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate={default_learning_rate:g})")
-    template = ModelWeights.from_lists([v.numpy() for v in model.trainable_variables], [],
-                                       [f"w{i}" for i in range(len(model.trainable_variables))])
+    variables = model.trainable_variables
+    template = ModelWeights.from_lists([np.zeros(v.shape, tf.as_dtype(v.dtype).as_numpy_dtype) for v in variables], [],
+                                       [f"w{i}" for i in range(len(variables))])
     return ServerOptimizer(optimizer, template)  # the template's shapes and dtypes are what it needs
 
 
