@@ -191,3 +191,16 @@ def test_a_forward_pass_that_xla_cannot_compile_runs_as_a_plain_graph_with_the_s
     for p, c in zip(plain, compiled):
         assert p["loss"] == pytest.approx(c["loss"], rel=1e-5)
         assert p["num_examples"] == c["num_examples"]
+
+
+def test_reseeding_reaches_pipelines_over_generators_and_variables():
+    """Pipelines whose parts live in this process (a generator, a variable) are re-seeded too, and the
+    rebuilt pipeline sees the variable's current value."""
+    offset = tf.Variable(10, dtype=tf.int64)
+    generated = tf.data.Dataset.from_generator(lambda: iter(range(8)), output_signature=tf.TensorSpec([], tf.int64))
+    dataset = generated.map(lambda x: x + offset).shuffle(8)
+    values = lambda ds: [int(v) for v in ds]
+    assert values(reseeded(dataset, 3)) == values(reseeded(dataset, 3))
+    assert sorted(values(reseeded(dataset, 3))) == list(range(10, 18))
+    offset.assign(100)
+    assert sorted(values(reseeded(dataset, 3))) == list(range(100, 108))

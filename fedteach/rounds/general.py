@@ -305,16 +305,18 @@ def reseeded(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
 
     What stays outside the seed (and so may differ between two runs):
 
-    * random operations inside ``map``/``filter``/... functions that draw from
-      TensorFlow's global or op-level seeds (``tf.random.uniform``,
-      ``tf.image.random_flip_left_right``, ...): use the stateless versions
-      (``tf.random.stateless_uniform``) with your own seed;
+    * random operations inside ``map``/``filter``/... functions
+      (``tf.random.uniform``, ``tf.image.random_flip_left_right``, ...): they keep
+      the seeds they were given when the pipeline was built, which are fixed only
+      if TensorFlow's global seed was set before (``keras.utils.set_random_seed``);
+      stateless operations (``tf.random.stateless_uniform``) with your own seed
+      always are;
     * ``tf.data.Dataset.random``, ``sample_from_datasets``, ``rejection_resample``
       and other random datasets without an explicit seed;
     * a parallel ``map`` or ``interleave`` with ``deterministic=False``, which
       may hand out elements in any order;
-    * a pipeline that cannot be serialized (e.g. one reading a Python
-      generator): it is used as it is, and its shuffles keep the seeds they had.
+    * a pipeline with a kind of dataset that TensorFlow cannot serialize: it is
+      used as it is, and its shuffles keep the seeds they had.
 
     Example:
         >>> ds = tf.data.Dataset.range(6).shuffle(6).batch(3)
@@ -322,10 +324,13 @@ def reseeded(dataset: tf.data.Dataset, seed: int) -> tf.data.Dataset:
         >>> order(reseeded(ds, 7)) == order(reseeded(ds, 7))
         True
     """
+    # Variables, tables and generators that the pipeline uses stay where they are (this process): the
+    # rebuilt pipeline refers to them, and so sees their current values.
+    policy = tf.data.experimental.ExternalStatePolicy.WARN
     try:
-        serialized = dataset._as_serialized_graph(external_state_policy=tf.data.experimental.ExternalStatePolicy.FAIL)
+        serialized = dataset._as_serialized_graph(external_state_policy=policy)
     except (tf.errors.FailedPreconditionError, tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
-        return dataset  # external state, e.g. from_generator: see the docstring
+        return dataset  # a dataset kind without serialization: see the docstring
     graph = graph_pb2.GraphDef()
     graph.ParseFromString(serialized.numpy())
     shuffles = [node for node in graph.node if node.op in _SHUFFLES]
