@@ -608,24 +608,23 @@ class FastTrainer:
         """The round traced for this kind of layout (its sizes left open), called directly (a tf.function call
         would first work out which trace fits, ~0.2 ms); XLA compiles it once per bucketed shape."""
         shared = self._compiled
-        return_clients = args[-1]
-        key = (_map_key(layout.map_fns), _shapes(layout.examples), layout.index.shape, shared.jit_compile,
-               return_clients)
+        key = (_map_key(layout.map_fns), _shapes(layout.examples), layout.index.shape, shared.jit_compile)
         if key not in shared.traces:
             apply_map = _vectorized(layout.map_fns)
             owner = shared.owner
 
             def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, mu):
                 examples = apply_map(raw)
-                return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu,
-                                    return_clients), _label_range(examples, rows)
+                # The clients' weights are always returned (they exist anyway): an aggregator costs no new trace.
+                return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu), \
+                    _label_range(examples, rows)
 
             # Static shapes: XLA compiles a trace once (with open sizes it would compile again whenever the
             # index values changed). No AutoGraph: the round is written with tf.while_loop and Keras 3 layers
             # need none; converting it would cost a few hundred milliseconds of the first round.
             function = tf.function(round_with_map, jit_compile=shared.jit_compile, autograph=False)
             shared.traces[key] = function.get_concrete_function(*tf.nest.map_structure(tf.TensorSpec.from_tensor,
-                                                                                        args[:-1]))
+                                                                                        args))
             shared.keep.append(tuple(layout.map_fns))
         return shared.traces[key]
 
@@ -636,16 +635,16 @@ class FastTrainer:
                 layout.examples, tf.constant(layout.rows),
                 tf.constant(layout.index), tf.constant(layout.mask),
                 tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate, tf.float32),
-                tf.constant(self.proximal_mu, tf.float32), bool(return_clients))
+                tf.constant(self.proximal_mu, tf.float32))
         try:
-            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args[:-1])
+            (tv, ntv, loss_sums, metric_states, clients), label_range = self._traced(layout, args)(*args)
         except tf.errors.InvalidArgumentError as error:
             if not self.jit_compile or "xla" not in str(error).lower():
                 raise
             # e.g. a layer whose vectorized gradient needs a dynamic loop: run the round as a plain graph
             self._compiled.jit_compile = False
             self._compiled.xla_error = str(error).strip().splitlines()[0][:300]
-            (tv, ntv, loss_sums, metric_states, *clients), label_range = self._traced(layout, args)(*args[:-1])
+            (tv, ntv, loss_sums, metric_states, clients), label_range = self._traced(layout, args)(*args)
         outputs = []
         metrics = self.model.metrics
         loss_sums = loss_sums.numpy()
@@ -658,7 +657,7 @@ class FastTrainer:
             out["num_examples"] = np.int64(n)
             outputs.append(out)
         return Trained([w.numpy() for w in tv], [w.numpy() for w in ntv], outputs,
-                       [w.numpy() for w in clients[0]] if return_clients else None,
+                       [w.numpy() for w in clients] if return_clients else None,
                        tuple(int(v) for v in label_range.numpy()))
 
     def _start(self, trainable, non_trainable, index):
@@ -691,7 +690,8 @@ class FastTrainer:
             updated.append([total + tf.reduce_sum(values * mask, axis=1), seen + count])
         return updated
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu, return_clients=False):
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu):
+        """The round's averaged weights, the clients' loss sums and metric states, and the clients' weights."""
         self.trace_count += 1
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         loss_sum = tf.zeros([clients])
@@ -722,6 +722,4 @@ class FastTrainer:
             lambda t, *_: t < real_steps, step, (tf.constant(0), tv, ntv, ms, loss_sum))
         share = weights / tf.reduce_sum(weights)
         average = lambda ws: [tf.tensordot(share, w, axes=1) for w in ws]
-        if return_clients:
-            return average(tv), average(ntv), loss_sum, ms, tv
-        return average(tv), average(ntv), loss_sum, ms
+        return average(tv), average(ntv), loss_sum, ms, tv

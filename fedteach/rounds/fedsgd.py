@@ -77,7 +77,7 @@ class GradientTrainer(fast.FastTrainer):
     those), with the same metric outputs as :class:`fast.FastTrainer`.
     """
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu, return_clients=False):
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu):
         self.trace_count += 1
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
         acc = [tf.zeros_like(w) for w in tv]
@@ -104,9 +104,7 @@ class GradientTrainer(fast.FastTrainer):
         models = [w - lr * a / per_client(a) for w, a in zip(tv, acc)]
         share = weights / tf.reduce_sum(weights)
         average = lambda ws: [tf.tensordot(share, w, axes=1) for w in ws]
-        if return_clients:
-            return average(models), average(ntv), loss_sum, ms, models
-        return average(models), average(ntv), loss_sum, ms
+        return average(models), average(ntv), loss_sum, ms, models
 
 
 class GradientRunner:
