@@ -105,3 +105,19 @@ def test_build_site_examples():
     import doctest
 
     assert doctest.testmod(build_site).failed == 0
+
+
+def test_a_cell_that_runs_too_long_ends_its_notebook_with_an_error_not_the_build(tmp_path):
+    import nbformat
+
+    source = tmp_path / 'slow.ipynb'
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# Slow'),
+                                                   nbformat.v4.new_code_cell('import time; time.sleep(60)'),
+                                                   nbformat.v4.new_code_cell('print("never")')]), source)
+    (tmp_path / 'out').mkdir()
+    report = build_site.execute(source, tmp_path / 'out' / 'slow.ipynb', dict(build_site.os.environ), timeout=3)
+    assert report['errors'] == ['cell 3: KeyboardInterrupt: ',  # the kernel is interrupted (cell 2 is the badges)
+                                'stopped: CellTimeoutError: A cell timed out while it was being executed, '
+                                'after 3 seconds.']
+    executed = nbformat.read(tmp_path / 'out' / 'slow.ipynb', as_version=4)
+    assert executed.cells[1].source.startswith('[![Binder]') and not executed.cells[3].outputs

@@ -26,6 +26,7 @@ import time
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / 'notebooks'
@@ -90,21 +91,26 @@ def errors_of(notebook: nbformat.NotebookNode) -> list[str]:
             for output in cell.get('outputs', []) if output.output_type == 'error']
 
 
-def execute(source: pathlib.Path, destination: pathlib.Path, env: dict[str, str], timeout: int = 1800) -> dict:
+def execute(source: pathlib.Path, destination: pathlib.Path, env: dict[str, str], timeout: int = 900) -> dict:
     """Runs the notebook ``source`` in a fresh kernel with the environment ``env``, working in
     ``destination``'s folder, and writes it there.
 
-    Returns ``{'name', 'seconds', 'errors'}``; errors are kept as outputs, not raised.
+    Returns ``{'name', 'seconds', 'errors'}``; errors are kept as outputs, not raised. A cell that runs
+    longer than ``timeout`` seconds, or a kernel that dies, ends the notebook there, with an error.
     """
     notebook = with_badges(nbformat.read(source, as_version=4), source.stem)
     nbformat.write(notebook, destination)  # otter-grader's checks read the notebook they run in
     start = time.perf_counter()
     client = NotebookClient(notebook, timeout=timeout, kernel_name='python3', allow_errors=True,
                             store_widget_state=True, resources={'metadata': {'path': str(destination.parent)}})
-    client.execute(env=env)
+    stopped = []
+    try:
+        client.execute(env=env)
+    except (CellTimeoutError, DeadKernelError) as error:
+        stopped = [f'stopped: {type(error).__name__}: {str(error).splitlines()[0]}']
     shown = show_failed_cells(notebook)
     nbformat.write(shown, destination)
-    return {'name': source.stem, 'seconds': time.perf_counter() - start, 'errors': errors_of(shown)}
+    return {'name': source.stem, 'seconds': time.perf_counter() - start, 'errors': errors_of(shown) + stopped}
 
 
 def show_failed_cells(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -124,8 +130,10 @@ def show_failed_cells(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def build(out: pathlib.Path = BUILD / 'site', *, fast: bool = False, only: list[str] | None = None,
-          jobs: int = 2) -> list[dict]:
+          jobs: int = 2, timeout: int = 900) -> list[dict]:
     """Executes the notebooks (``only`` those whose names start with one of its prefixes) and builds the site.
+
+    ``timeout`` is the most seconds one cell may run (see :func:`execute`).
 
     Returns one report per notebook (see :func:`execute`) and one for Sphinx (``name='sphinx'``).
     """
@@ -145,7 +153,7 @@ def build(out: pathlib.Path = BUILD / 'site', *, fast: bool = False, only: list[
                     + (' and shortened loops (`FEDTEACH_FAST=1`): numbers differ from a full run.\n' if fast
                        else '.\n'))
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-        reports = list(pool.map(lambda path: execute(path, source / 'notebooks' / path.name, env), notebooks))
+        reports = list(pool.map(lambda path: execute(path, source / 'notebooks' / path.name, env, timeout), notebooks))
     start = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
     partial = ['-D', 'suppress_warnings=myst.xref_missing'] if only else []  # links to notebooks left out
@@ -162,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--fast', action='store_true', help='shortened loops (FEDTEACH_FAST=1), as the tests build')
     parser.add_argument('--only', nargs='+', metavar='PREFIX', help='notebooks whose names start so (e.g. 01 03)')
     parser.add_argument('--jobs', type=int, default=2, help='notebooks executed at once (default 2)')
+    parser.add_argument('--timeout', type=int, default=900, help='most seconds one cell may run (default 900)')
     parser.add_argument('--out', type=pathlib.Path, default=BUILD / 'site', help='output folder (build/site)')
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    reports = build(args.out, fast=args.fast, only=args.only, jobs=args.jobs)
+    reports = build(args.out, fast=args.fast, only=args.only, jobs=args.jobs, timeout=args.timeout)
     for report in reports:
         print(f"{report['name']:<48} {report['seconds']:6.1f} s  "
               f"{'ok' if not report['errors'] else str(len(report['errors'])) + ' error(s)'}")
