@@ -44,6 +44,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import tensor_util
 
+from fedteach.data.pipeline import ClientDataset
 from fedteach.rounds import fast
 from fedteach.rounds.state import ModelWeights
 
@@ -388,7 +389,7 @@ def _client_seed(seed: int, round_num: int, client: int) -> int:
 
 
 def _as_tf_dataset(dataset):
-    return dataset.to_tf_dataset() if isinstance(dataset, fast.ClientDataset) else dataset
+    return dataset.to_tf_dataset() if isinstance(dataset, ClientDataset) else dataset
 
 
 def _batch_size(output, batch):
