@@ -302,3 +302,43 @@ def test_controller_resumes_a_stopped_run_unless_rounds_per_run_changed(data):
     assert controller.note == f'{controller.experiment.name} continues from round 3.'
     assert [e['round'] for e in controller.run()] == [1, 2, 3, 4, 5, 6, 7]
     assert len(controller.experiments) == 1
+
+
+def compiled_traces():
+    return sum(len(compiled.traces) for compiled in ft.rounds.fast._COMPILED.values())
+
+
+def test_a_settings_change_compiles_in_the_background_before_run(data):
+    from fedteach.widgets import TrainingController
+    warmed, cold = TrainingController(*data), TrainingController(*data)
+    for controller in (warmed, cold):
+        controller.prepare(FAST)
+        controller.run()
+    changed = FAST.replace(clients_per_round=7, batch_size=11)  # a client count and batch no test uses elsewhere
+    assert warmed.warm_up(FAST.replace(rounds=9)) is None  # only the rounds: the same run, nothing to compile
+    warmed.warm_up(changed).join()
+    assert warmed.warm_up_error is None
+    assert (len(warmed.experiments), warmed.experiment.round_num) == (1, 2)  # the warm-up's round left no trace
+    before = compiled_traces()
+    warmed.prepare(changed)
+    history = warmed.run()
+    assert compiled_traces() == before  # Run found the round and evaluation compiled
+    cold.prepare(changed)
+    assert [e['train_loss'] for e in cold.run()] == [e['train_loss'] for e in history]  # same numbers
+
+
+def test_a_failed_warm_up_is_kept_not_raised(data):
+    from fedteach.widgets import TrainingController
+    controller = TrainingController(*data)
+    controller.warm_up(FAST.replace(clients_per_round=99)).join()  # more clients than the 8 of the data
+    assert controller.warm_up_error.startswith('ValueError: clients_per_round=99')
+
+
+def test_dashboard_warms_up_when_a_setting_changes(data):
+    dashboard = TrainingDashboard(*data, config=FAST)
+    dashboard.run(block=True)
+    dashboard.panel.widgets['clients_per_round'].value = 6
+    thread = dashboard.controller._warm_thread
+    assert thread is not None
+    thread.join()
+    assert dashboard.controller.warm_up_error is None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 import weakref
 from dataclasses import dataclass, field
 
@@ -288,8 +289,8 @@ class _Compiled:
     owner: object                      # the first trainer or evaluator of the architecture: its traces close over it
     traces: dict = field(default_factory=dict)  # (map functions' key, shapes, options) -> concrete function
     keep: list = field(default_factory=list)     # the map functions of ``traces`` (their ids are in the keys)
-    jit_compile: bool = True           # False once XLA failed: the plain graph is used from then on
-    xla_error: str | None = None       # the first line of XLA's error, when it failed
+    jit_compile: bool = True           # False once XLA failed, or decided from the layers: the plain graph is used
+    xla_error: str | None = None       # why the round is not XLA-compiled (XLA's error's first line, or the decision)
     trace_count: int = 0
 
 
@@ -297,11 +298,24 @@ _COMPILED: dict = {}  # (trainer or evaluator class, architecture_key) -> _Compi
 _MAPPERS: dict = {}  # (map functions' key, raw spec) -> (the vectorized map as a tf.function, the map functions)
 
 
+NO_XLA_FOR_CONVOLUTIONS = (
+    "the model has convolutions: its clients run one by one in a plain graph (XLA's CPU convolutions measured "
+    "slower than TensorFlow's, and vectorized over per-client filters they do not compile at all)")
+"""Why a round of a model with convolutions is not XLA-compiled (decided from its layers, never attempted)."""
+
+_LOCK = threading.RLock()
+"""Guards the shared caches below and the stacked examples of shared layouters: a dashboard compiles the round
+of a new setting in a background thread (see :mod:`fedteach.widgets.controller`) while rounds may run."""
+
+
 def _compiled(owner, model) -> _Compiled:
     key = (type(owner), architecture_key(model))
-    if key not in _COMPILED:
-        _COMPILED[key] = _Compiled(owner)
-    return _COMPILED[key]
+    with _LOCK:
+        if key not in _COMPILED:
+            _COMPILED[key] = _Compiled(owner)
+            if isinstance(owner, FastTrainer) and has_convolutions(model.keras_model):
+                _COMPILED[key].jit_compile, _COMPILED[key].xla_error = False, NO_XLA_FOR_CONVOLUTIONS
+        return _COMPILED[key]
 
 
 def _shapes(examples) -> tuple:
@@ -320,9 +334,10 @@ class Layouter:
 
     def _mapper(self, fns, raw_spec):
         key = (_map_key(fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()))
-        if key not in _MAPPERS:  # shared by every Layouter: the trace depends on the functions and the spec only
-            signature = [{k: tf.TensorSpec([None] + list(s.shape), s.dtype) for k, s in raw_spec.items()}]
-            _MAPPERS[key] = (tf.function(_vectorized(fns), input_signature=signature, autograph=False), tuple(fns))
+        with _LOCK:  # one trace per key, also with a background warm-up
+            if key not in _MAPPERS:  # shared by every Layouter: the trace depends on the functions and the spec only
+                signature = [{k: tf.TensorSpec([None] + list(s.shape), s.dtype) for k, s in raw_spec.items()}]
+                _MAPPERS[key] = (tf.function(_vectorized(fns), input_signature=signature, autograph=False), tuple(fns))
         return _MAPPERS[key][0]
 
     def layout(self, datasets, rng: np.random.Generator) -> Layout:
@@ -475,6 +490,23 @@ def _index(streams, offsets):
     return index, mask
 
 
+_CONVOLUTIONS = tuple(getattr(keras.layers, name) for name in (
+    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D",
+    "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D") if hasattr(keras.layers, name))
+
+
+def has_convolutions(net) -> bool:
+    """Whether a Keras model has a convolution layer (the fast round then runs its clients one by one in the
+    compiled function instead of vectorizing them, see :meth:`FastTrainer._per_client`).
+
+    Example:
+        >>> from fedteach.experiment import build_keras_model
+        >>> has_convolutions(build_keras_model('linear')), has_convolutions(build_keras_model('cnn'))
+        (False, True)
+    """
+    return any(isinstance(layer, _CONVOLUTIONS) for layer in _sublayers(net))
+
+
 def unsupported_model(model, optimizer=None) -> str | None:
     """Why the (model, client optimizer) pair cannot take the fast path, or None; without an optimizer (for
     evaluation), only the model is checked."""
@@ -524,26 +556,28 @@ class FastEvaluator:
     def _traced(self, map_fns, examples, weights):
         shared = self._compiled
         key = (_map_key(map_fns), _shapes(examples))
-        if key not in shared.traces:
-            apply_map = _vectorized(map_fns)
-            per_example = shared.owner._per_example
+        with _LOCK:  # one trace per key, also with a background warm-up
+            if key not in shared.traces:
+                apply_map = _vectorized(map_fns)
+                per_example = shared.owner._per_example
 
-            def values(trainable, non_trainable, raw):
-                mapped = apply_map(raw)
-                return per_example(trainable, non_trainable, mapped["x"], mapped["y"])
+                def values(trainable, non_trainable, raw):
+                    mapped = apply_map(raw)
+                    return per_example(trainable, non_trainable, mapped["x"], mapped["y"])
 
-            shared.traces[key] = tf.function(values, jit_compile=True, autograph=False).get_concrete_function(
-                *tf.nest.map_structure(tf.TensorSpec.from_tensor, (*weights, examples)))
-            shared.keep.append(tuple(map_fns))
+                shared.traces[key] = tf.function(values, jit_compile=True, autograph=False).get_concrete_function(
+                    *tf.nest.map_structure(tf.TensorSpec.from_tensor, (*weights, examples)))
+                shared.keep.append(tuple(map_fns))
         return shared.traces[key]
 
     def outputs(self, weights, datasets) -> list:
         """Per client, the local outputs of the model's metric aggregation with ``weights`` (ModelWeights)."""
-        examples, map_fns, offsets = self.layouter.stacked(datasets)
+        with _LOCK:  # the first evaluator's stacked examples are shared
+            examples, map_fns, offsets = self.layouter.stacked(datasets)
+            rows, counts = self._rows(datasets, offsets)
         arrays = ([tf.constant(w) for w in weights.trainable.values()],
                   [tf.constant(w) for w in weights.non_trainable.values()])
         values = self._traced(map_fns, examples, arrays)(*arrays, examples).numpy()  # [rows, 1 + metrics]
-        rows, counts = self._rows(datasets, offsets)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         sums = np.zeros((len(counts), values.shape[1]), values.dtype)
         has = counts > 0  # reduceat needs non-empty segments
@@ -601,7 +635,8 @@ class FastTrainer:
 
     @property
     def xla_error(self) -> str | None:
-        """The first line of XLA's error when it could not compile the round, else None."""
+        """Why the round is not XLA-compiled (XLA's error's first line, or :data:`NO_XLA_FOR_CONVOLUTIONS`), else
+        None."""
         return self._compiled.xla_error
 
     def _traced(self, layout: Layout, args):
@@ -609,23 +644,24 @@ class FastTrainer:
         would first work out which trace fits, ~0.2 ms); XLA compiles it once per bucketed shape."""
         shared = self._compiled
         key = (_map_key(layout.map_fns), _shapes(layout.examples), layout.index.shape, shared.jit_compile)
-        if key not in shared.traces:
-            apply_map = _vectorized(layout.map_fns)
-            owner = shared.owner
+        with _LOCK:  # one trace per key, also with a background warm-up
+            if key not in shared.traces:
+                apply_map = _vectorized(layout.map_fns)
+                owner = shared.owner
 
-            def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, mu):
-                examples = apply_map(raw)
-                # The clients' weights are always returned (they exist anyway): an aggregator costs no new trace.
-                return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu), \
-                    _label_range(examples, rows)
+                def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, mu):
+                    examples = apply_map(raw)
+                    # The clients' weights are always returned (they exist anyway): an aggregator costs no new trace.
+                    return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu), \
+                        _label_range(examples, rows)
 
-            # Static shapes: XLA compiles a trace once (with open sizes it would compile again whenever the
-            # index values changed). No AutoGraph: the round is written with tf.while_loop and Keras 3 layers
-            # need none; converting it would cost a few hundred milliseconds of the first round.
-            function = tf.function(round_with_map, jit_compile=shared.jit_compile, autograph=False)
-            shared.traces[key] = function.get_concrete_function(*tf.nest.map_structure(tf.TensorSpec.from_tensor,
-                                                                                        args))
-            shared.keep.append(tuple(layout.map_fns))
+                # Static shapes: XLA compiles a trace once (with open sizes it would compile again whenever the
+                # index values changed). No AutoGraph: the round is written with tf.while_loop and Keras 3 layers
+                # need none; converting it would cost a few hundred milliseconds of the first round.
+                function = tf.function(round_with_map, jit_compile=shared.jit_compile, autograph=False)
+                shared.traces[key] = function.get_concrete_function(*tf.nest.map_structure(tf.TensorSpec.from_tensor,
+                                                                                            args))
+                shared.keep.append(tuple(layout.map_fns))
         return shared.traces[key]
 
     def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False) -> Trained:
@@ -642,8 +678,10 @@ class FastTrainer:
             if not self.jit_compile or "xla" not in str(error).lower():
                 raise
             # e.g. a layer whose vectorized gradient needs a dynamic loop: run the round as a plain graph
-            self._compiled.jit_compile = False
-            self._compiled.xla_error = str(error).strip().splitlines()[0][:300]
+            with _LOCK:
+                self._compiled.jit_compile = False
+                self._compiled.xla_error = ("XLA could not compile it vectorized over clients: "
+                                            + str(error).strip().splitlines()[0][:300])
             (tv, ntv, loss_sums, metric_states, clients), label_range = self._traced(layout, args)(*args)
         outputs = []
         metrics = self.model.metrics
@@ -676,6 +714,15 @@ class FastTrainer:
 
         return clients, stack(trainable), stack(non_trainable), ms, forward
 
+    def _per_client(self, forward, args):
+        """``forward`` on every client's slice of ``args``, stacked: vectorized over the client axis, or, for a
+        model with convolutions, one call per client in the graph (vectorizing a convolution over per-client
+        filters needs a loop with a dynamic size that XLA cannot compile; the clients are a static size)."""
+        if not has_convolutions(self.model.keras_model):
+            return tf.vectorized_map(forward, args)
+        outputs = [forward(tf.nest.map_structure(lambda a: a[c], args)) for c in range(args[2].shape[0])]
+        return tf.nest.map_structure(lambda *per_client: tf.stack(per_client), *outputs)
+
     def _update_metrics(self, ms, y, preds, mask, count):
         """Adds a step's per-example metric values (masked) to each client's (total, count) states.
 
@@ -704,7 +751,7 @@ class FastTrainer:
             count = tf.reduce_sum(m, axis=1)                 # real examples per client
             with tf.GradientTape() as tape:
                 tape.watch(tv)
-                preds, ntv_new, per_example = tf.vectorized_map(forward, (tv, ntv, x, y))
+                preds, ntv_new, per_example = self._per_client(forward, (tv, ntv, x, y))
                 loss = tf.reduce_sum(per_example * m, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
             grads = tape.gradient(total, tv)

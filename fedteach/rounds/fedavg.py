@@ -265,8 +265,8 @@ class FederatedAveraging:
             average, outputs = self._fast_round(state, federated_data, round_num)
             if not self.trainer.jit_compile:
                 self.path_reason = (
-                    f"{self.path_reason}; the round runs as a plain TensorFlow graph, not XLA-compiled: XLA could not "
-                    f"compile it vectorized over clients ({self.trainer.xla_error})")
+                    f"{self.path_reason}; the round runs as a plain TensorFlow graph, not XLA-compiled: "
+                    f"{self.trainer.xla_error}")
         else:
             average, outputs = self._general_round(state, federated_data, round_num)
         update = [a - w for a, w in zip(average.trainable.values(), state.model.trainable.values())]

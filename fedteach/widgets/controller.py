@@ -5,6 +5,10 @@ import threading
 
 from fedteach.experiment import Experiment, ExperimentConfig
 
+_ROUNDS = threading.RLock()
+"""Held while an Experiment is built (it seeds Keras' global random state) or trains: warm-ups and runs take
+turns, so that a warm-up never changes what a run computes."""
+
 __all__ = ['FIELD_LABELS', 'MODES', 'TrainingController', 'describe_changes', 'format_value']
 
 MODES = ('continue', 'restart')
@@ -94,6 +98,10 @@ class TrainingController:
 
     def __init__(self, train, test):
         self.train, self.test = train, test
+        self.warm_up_error: str | None = None  # what went wrong in the last warm-up (never raised), or None
+        self._warm_pending = None  # the (config, mode) the warm-up thread compiles next
+        self._warm_thread: threading.Thread | None = None
+        self._warm_lock = threading.Lock()  # guards the two fields above
         self.experiments: list[Experiment] = []
         self.experiment: Experiment | None = None
         self.config: ExperimentConfig | None = None
@@ -148,12 +156,14 @@ class TrainingController:
         changes = describe_changes(previous.replace(rounds=config.rounds), config) if previous is not None else ''
         because = f': {changes}' if changes else ''
         if current is not None and mode == 'continue' and config.model == current.config.model:
-            experiment = Experiment(self.train, self.test, config,
-                                    name=f'run {number} ({config.describe()}, from round {current.round_num})',
-                                    initial_state=current.state)
+            with _ROUNDS:
+                experiment = Experiment(self.train, self.test, config,
+                                        name=f'run {number} ({config.describe()}, from round {current.round_num})',
+                                        initial_state=current.state)
             self.note = f'New run {number}{because}; it continues from the model after round {current.round_num}.'
         else:
-            experiment = Experiment(self.train, self.test, config, name=f'run {number} ({config.describe()})')
+            with _ROUNDS:
+                experiment = Experiment(self.train, self.test, config, name=f'run {number} ({config.describe()})')
             if current is None:
                 self.note = f'Run {number} starts from fresh weights.'
             elif mode == 'restart':
@@ -183,8 +193,64 @@ class TrainingController:
             if callback is not None:
                 callback(entry)
 
-        self.experiment.run(self.rounds_total - self.rounds_done, callback=count, should_stop=self._stop.is_set)
+        with _ROUNDS:
+            self.experiment.run(self.rounds_total - self.rounds_done, callback=count, should_stop=self._stop.is_set)
         return self.history
+
+    def warm_up(self, config: ExperimentConfig, mode: str = 'continue') -> threading.Thread | None:
+        """Compiles, in a background thread, what the first round of ``prepare(config, mode)`` will need.
+
+        A new number of clients per round, batch size or model architecture
+        needs a new compilation (seconds); the dashboard calls this when a
+        setting changes, so that by the time Run is pressed the compiled round
+        and evaluation are in the shared cache. The thread builds the
+        Experiment that :meth:`prepare` would build and trains one round of it,
+        which is then thrown away: no run, history or state changes, and no
+        widget is touched. Experiments are built and rounds run one at a time
+        (a lock shared with :meth:`prepare` and :meth:`run`): the warm-up
+        never changes the random numbers a run draws. Calls while the thread
+        is busy replace its next config (a dragged slider compiles its last
+        value). An error is kept in ``warm_up_error``, never raised: Run
+        reports it if it happens again.
+
+        Returns the warm-up thread, or None when nothing needs compiling (the
+        settings continue the current run).
+
+        Example:
+            >>> import fedteach as ft
+            >>> train, test = ft.load_offline_digits(num_clients=8)
+            >>> controller = TrainingController(train, test)
+            >>> config = ExperimentConfig(local_epochs=1, rounds=1)
+            >>> controller.warm_up(config.replace(clients_per_round=5)).join()
+            >>> controller.warm_up_error, controller.experiments
+            (None, [])
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'continue' or 'restart', got {mode!r}.")
+        current = self.experiment
+        if current is not None and mode == 'continue' and config.replace(rounds=current.config.rounds) == \
+                current.config:
+            return None
+        with self._warm_lock:
+            self._warm_pending = (config, current.state if current is not None and mode == 'continue'
+                                  and config.model == current.config.model else None)
+            if self._warm_thread is None or not self._warm_thread.is_alive():
+                self._warm_thread = threading.Thread(target=self._warm, daemon=True, name='fedteach-warm-up')
+                self._warm_thread.start()
+            return self._warm_thread
+
+    def _warm(self) -> None:
+        while True:
+            with self._warm_lock:
+                if self._warm_pending is None:
+                    return
+                (config, state), self._warm_pending = self._warm_pending, None
+            try:
+                with _ROUNDS:
+                    Experiment(self.train, self.test, config, initial_state=state).run_round(evaluate=True)
+                self.warm_up_error = None
+            except Exception as error:  # noqa: BLE001 - a warm-up must never raise into the UI; Run reports it
+                self.warm_up_error = f'{type(error).__name__}: {error}'
 
     def stop(self) -> None:
         """Asks a running :meth:`run` (e.g. in another thread) to stop after the current round."""

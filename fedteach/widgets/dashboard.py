@@ -86,6 +86,9 @@ class TrainingDashboard:
         self.status = w.HTML(tooltip='')
         self.error = w.HTML(tooltip='')
         self.plot_output = w.Output(layout=w.Layout(width=f'{_FIGSIZE[0] * 100 + 4:.0f}px'))
+        # A settings change compiles its round in the background (seconds for a new shape or model), before Run.
+        self.panel.on_change(self._warm_up)
+        self.mode.observe(lambda _: self._warm_up(), names='value')
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.reset_button.on_click(lambda _: self.reset())
@@ -99,6 +102,14 @@ class TrainingDashboard:
             w.HBox([self.plot_output, w.VBox([self.panel.widget, self.mode])], layout=wrap),
             self.metrics])
         self._redraw()
+
+    def _warm_up(self) -> None:
+        """Asks the controller to compile the panel's settings ahead of Run; an invalid value waits for Run."""
+        try:
+            config = self.panel.config
+        except ValueError:
+            return  # Run shows the message
+        self.controller.warm_up(config, self.mode.value)
 
     @property
     def running(self) -> bool:

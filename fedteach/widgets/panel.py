@@ -223,6 +223,20 @@ class HyperparameterPanel:
             children.append(folded)
         self.widget = w.VBox(children)
 
+    def on_change(self, callback) -> None:
+        """Calls ``callback()`` whenever a shown input changes (e.g. to compile the new settings ahead of Run).
+
+        Example:
+            >>> panel = HyperparameterPanel()
+            >>> seen = []
+            >>> panel.on_change(lambda: seen.append(panel.config.clients_per_round))
+            >>> panel.widgets['clients_per_round'].value = 5
+            >>> seen
+            [5]
+        """
+        for widget in self.widgets.values():
+            (widget.box if isinstance(widget, LogFloatInput) else widget).observe(lambda _: callback(), names='value')
+
     def _view(self, name):
         widget = self.widgets[name]
         return widget.widget if isinstance(widget, LogFloatInput) else widget
