@@ -299,8 +299,8 @@ _MAPPERS: dict = {}  # (map functions' key, raw spec) -> (the vectorized map as 
 
 
 NO_XLA_FOR_CONVOLUTIONS = (
-    "the model has convolutions: its clients run one by one in a plain graph (XLA's CPU convolutions measured "
-    "slower than TensorFlow's, and vectorized over per-client filters they do not compile at all)")
+    "the model has convolutions, which XLA cannot compile vectorized over the clients' filters (a loop of "
+    "dynamic size); decided from the layers, without trying")
 """Why a round of a model with convolutions is not XLA-compiled (decided from its layers, never attempted)."""
 
 _LOCK = threading.RLock()
@@ -496,8 +496,8 @@ _CONVOLUTIONS = tuple(getattr(keras.layers, name) for name in (
 
 
 def has_convolutions(net) -> bool:
-    """Whether a Keras model has a convolution layer (the fast round then runs its clients one by one in the
-    compiled function instead of vectorizing them, see :meth:`FastTrainer._per_client`).
+    """Whether a Keras model has a convolution layer: its fast round then runs as a plain graph, without first
+    trying XLA (see :data:`NO_XLA_FOR_CONVOLUTIONS`).
 
     Example:
         >>> from fedteach.experiment import build_keras_model
@@ -714,15 +714,6 @@ class FastTrainer:
 
         return clients, stack(trainable), stack(non_trainable), ms, forward
 
-    def _per_client(self, forward, args):
-        """``forward`` on every client's slice of ``args``, stacked: vectorized over the client axis, or, for a
-        model with convolutions, one call per client in the graph (vectorizing a convolution over per-client
-        filters needs a loop with a dynamic size that XLA cannot compile; the clients are a static size)."""
-        if not has_convolutions(self.model.keras_model):
-            return tf.vectorized_map(forward, args)
-        outputs = [forward(tf.nest.map_structure(lambda a: a[c], args)) for c in range(args[2].shape[0])]
-        return tf.nest.map_structure(lambda *per_client: tf.stack(per_client), *outputs)
-
     def _update_metrics(self, ms, y, preds, mask, count):
         """Adds a step's per-example metric values (masked) to each client's (total, count) states.
 
@@ -751,7 +742,7 @@ class FastTrainer:
             count = tf.reduce_sum(m, axis=1)                 # real examples per client
             with tf.GradientTape() as tape:
                 tape.watch(tv)
-                preds, ntv_new, per_example = self._per_client(forward, (tv, ntv, x, y))
+                preds, ntv_new, per_example = tf.vectorized_map(forward, (tv, ntv, x, y))
                 loss = tf.reduce_sum(per_example * m, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(loss)  # clients' losses are independent: grads stay per client
             grads = tape.gradient(total, tv)
