@@ -19,7 +19,7 @@ from fedteach.data import *  # noqa: E402,F401,F403
 from fedteach.personalization import evaluate_personalization  # noqa: E402
 from fedteach.evaluation import assign_weights_to_keras_model, build_federated_evaluation  # noqa: E402
 from fedteach.experiment import Experiment, ExperimentConfig  # noqa: E402
-from fedteach.plots import (accuracy_ylim, plot_convergence, plot_federated_round, plot_label_distribution,  # noqa: E402
+from fedteach.plots import (accuracy_ylim, plot_batch, plot_convergence, plot_federated_round, plot_label_distribution,  # noqa: E402
                             plot_label_heatmap, plot_label_histogram, plot_partition_comparison, plot_samples)
 from fedteach.federated import *  # noqa: E402,F401,F403
 from fedteach.models import *  # noqa: E402,F401,F403
@@ -42,4 +42,4 @@ __all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
               "aggregators", "optimizers", "personalization", "evaluate_personalization",
               "Experiment", "ExperimentConfig", "plot_convergence", "plot_label_distribution",
               "plot_label_heatmap", "plot_label_histogram", "plot_partition_comparison", "plot_samples",
-              "plot_federated_round", "accuracy_ylim"])
+              "plot_federated_round", "accuracy_ylim", "plot_batch"])

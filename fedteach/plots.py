@@ -481,6 +481,40 @@ def plot_samples(client_data, client_id: str, n: int = 10, *, ncols: int = 5, fi
     n = min(n, len(labels))
     if n < 1:
         raise ValueError(f'client {client_id!r} has no examples to show (n={n}).')
+    fig = _image_grid(pixels[:n], labels[:n], ncols, fig)
+    fig.suptitle(f'{client_id}: {n} of {len(labels)} examples')
+    return fig
+
+
+def plot_batch(batch, n: int = 10, *, ncols: int = 10, fig=None) -> Figure:
+    """The first ``n`` images of a preprocessed batch, as the model receives them, with a value scale.
+
+    ``batch`` is a dict with flattened (or 28x28) images under ``'x'`` and labels under ``'y'``, as the
+    tutorial's ``preprocess`` makes it. The colour bar shows which pixel values are ink and background.
+
+    Example:
+        >>> import numpy as np
+        >>> batch = {'x': np.ones((4, 784), np.float32), 'y': np.arange(4).reshape(4, 1)}
+        >>> fig = plot_batch(batch)
+        >>> len(fig.axes), fig.axes[0].get_title()
+        (5, 'label 0')
+    """
+    pixels = np.asarray(batch['x'], dtype=np.float32)
+    labels = np.asarray(batch['y']).reshape(-1)
+    n = min(n, len(labels))
+    if n < 1 or pixels.size // max(len(pixels), 1) != 28 * 28:
+        raise ValueError(f"plot_batch needs a batch of 28x28 images under 'x' (flattened or not), "
+                         f"got shape {pixels.shape}.")
+    fig = _image_grid(pixels[:n], labels[:n], ncols, fig)
+    image = fig.axes[0].images[0]
+    fig.colorbar(image, ax=fig.axes, shrink=0.8, label='pixel value')
+    fig.suptitle(f'{n} of the batch\'s {len(labels)} images, as the model sees them')
+    return fig
+
+
+def _image_grid(pixels, labels, ncols: int, fig) -> Figure:
+    """Images in a grid (ink dark on white, values 0..1), each titled with its label."""
+    n = len(labels)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     fig = fig if fig is not None else Figure(figsize=(1.5 * ncols, 1.65 * nrows + 0.5), layout='constrained')
@@ -492,7 +526,6 @@ def plot_samples(client_data, client_id: str, n: int = 10, *, ncols: int = 5, fi
         else:
             ax.imshow(pixels[i].reshape(28, 28), cmap='gray', vmin=0.0, vmax=1.0, interpolation='nearest')
             ax.set_title(f'label {int(labels[i])}', fontsize='medium')
-    fig.suptitle(f'{client_id}: {n} of {len(labels)} examples')
     return fig
 
 
