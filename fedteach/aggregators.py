@@ -386,10 +386,11 @@ def dp_mean(noise_multiplier: float, clip_norm: float, *, total_clients: int | N
             delta: float = 1e-5, accountant: str = "rdp") -> Aggregator:
     """Differentially private mean (DP-FedAvg, McMahan et al. 2018): clip, average, add Gaussian noise.
 
-    Each client's update is clipped to L2 norm ``clip_norm``; the server takes
-    the *unweighted* mean of the ``n`` clipped updates (so one client changes
-    it by at most ``clip_norm / n``) and adds Gaussian noise with standard
-    deviation ``noise_multiplier * clip_norm / n`` to every number. The noise
+    Each client's update is clipped to L2 norm ``clip_norm`` (so one client
+    changes the *sum* of the updates by at most ``clip_norm``); Gaussian noise
+    with standard deviation ``noise_multiplier * clip_norm`` is added to every
+    number of that sum, and the server divides it by the number of clients
+    ``n``: the *unweighted* mean of the clipped updates, plus noise. The noise
     is drawn from (seed, round). Measurements: ``clipped_fraction``,
     ``mean_update_norm``, ``noise_stddev``, ``sampling_rate`` and ``epsilon``
     (after this round, for ``delta``, from :func:`dp_epsilon` with
@@ -410,8 +411,12 @@ def dp_mean(noise_multiplier: float, clip_norm: float, *, total_clients: int | N
         >>> agg = dp_mean(noise_multiplier=1.0, clip_norm=1.0, total_clients=100)
         >>> updates = [np.zeros((10, 1000))]
         >>> mean, m = agg.aggregate(updates, np.ones(10), RoundContext(1, 0))
-        >>> round(float(mean[0].std()), 2), m['noise_stddev'], m['sampling_rate']
-        (0.1, 0.1, 0.1)
+        >>> m['sampling_rate'], m['clipped_fraction']
+        (0.1, 0.0)
+        >>> dp_mean(1.0, 1.0, total_clients=5).aggregate(updates, np.ones(10), RoundContext(1, 0))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: dp_mean: a round has 10 clients but total_clients=5: ...
     """
     if noise_multiplier < 0 or not math.isfinite(noise_multiplier):
         raise ValueError(f"noise_multiplier must be a finite number >= 0, got {noise_multiplier!r} (e.g. 1.0).")
@@ -428,7 +433,11 @@ def dp_mean(noise_multiplier: float, clip_norm: float, *, total_clients: int | N
         rng = context.rng()
         mean = [(np.mean(c.astype(np.float64), axis=0) + rng.normal(0.0, std, c.shape[1:]) if std > 0
                  else np.mean(c.astype(np.float64), axis=0)).astype(c.dtype) for c in clipped]
-        q = 1.0 if total_clients is None else min(1.0, n / total_clients)
+        if total_clients is not None and n > total_clients:
+            raise ValueError(f"dp_mean: a round has {n} clients but total_clients={total_clients}: the population "
+                             "clients are sampled from must be at least as large (give the number of clients "
+                             "of the training data), or epsilon would be computed for the wrong sampling rate.")
+        q = 1.0 if total_clients is None else n / total_clients
         return mean, {"clipped_fraction": float(np.mean(norms > clip_norm)),
                       "mean_update_norm": float(np.mean(norms)),
                       "noise_stddev": float(std), "sampling_rate": float(q),
