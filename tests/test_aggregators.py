@@ -169,6 +169,6 @@ def test_bad_settings_are_refused_with_a_clear_message(make, message):
 
 def test_dp_mean_refuses_a_population_smaller_than_the_round():
     """A sampling rate above 1 is a mistake in total_clients, not a reason to report epsilon for q = 1."""
-    agg = aggregators.dp_mean(noise_multiplier=1.0, clip_norm=1.0, total_clients=5)
+    dp = agg.dp_mean(noise_multiplier=1.0, clip_norm=1.0, total_clients=5)
     with pytest.raises(ValueError, match="a round has 10 clients but total_clients=5"):
-        agg.aggregate([np.zeros((10, 3))], np.ones(10), aggregators.RoundContext(1, 0))
+        dp.aggregate([np.zeros((10, 3))], np.ones(10), RoundContext(1, 0))
