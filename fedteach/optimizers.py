@@ -11,6 +11,11 @@ turns FedAvg into:
 * **FedAdam**: ``Adam``;
 * **FedYogi**: :class:`Yogi` below (Keras has no Yogi).
 
+Keras' ``Adam`` and ``Adagrad`` are not quite the paper's rules (bias
+correction, ``v`` starting at 0, epsilon inside the root); :class:`FedOpt`
+implements Reddi et al.'s Algorithm 2 exactly, and ``fed_adam(paper=True)`` /
+``fed_adagrad(paper=True)`` return it.
+
 The ``fed_*`` functions return such optimizers with the hyperparameters
 Reddi et al. recommend (``epsilon`` = their adaptivity ``τ`` = 1e-3, ``β2``
 = 0.99). They are optimizer *instances*; ``server_optimizer_fn`` wants a
@@ -22,29 +27,32 @@ from __future__ import annotations
 import keras
 from keras import initializers, ops
 
-__all__ = ["Yogi", "fed_adagrad", "fed_adam", "fed_avg_momentum", "fed_yogi", "server_optimizer_fn",
+__all__ = ["FedOpt", "Yogi", "fed_adagrad", "fed_adam", "fed_avg_momentum", "fed_yogi", "server_optimizer_fn",
            "SERVER_OPTIMIZERS"]
 
 
-class Yogi(keras.optimizers.Optimizer):
-    """The Yogi optimizer (Zaheer et al., 2018), as FedYogi's server step in Reddi et al. (2020).
+class FedOpt(keras.optimizers.Optimizer):
+    """FedAdagrad, FedAdam or FedYogi's server step exactly as Reddi et al. (2020), Algorithm 2.
 
-    With ``g`` the gradient (on the server, minus the clients' average update)::
+    With ``g`` the gradient (on the server, minus the clients' average update ``Δ``)::
 
         m <- beta_1 * m + (1 - beta_1) * g
-        v <- v - (1 - beta_2) * g**2 * sign(v - g**2)
+        v <- v + g**2                                       (rule='adagrad')
+        v <- beta_2 * v + (1 - beta_2) * g**2               (rule='adam')
+        v <- v - (1 - beta_2) * g**2 * sign(v - g**2)       (rule='yogi')
         w <- w - learning_rate * m / (sqrt(v) + epsilon)
 
-    ``v`` starts at ``initial_accumulator_value`` (Reddi et al.: at least
-    ``epsilon**2``). Unlike Adam, ``v`` changes additively, so it grows and
-    shrinks slowly, which makes the effective learning rate more stable.
-    Reddi et al.'s Algorithm 2 has no bias correction; ``bias_correction=True``
-    adds Adam's ``1 - beta**t`` factors.
+    ``m`` starts at 0 and ``v`` at ``initial_accumulator_value`` (the paper's
+    ``v_{-1} >= τ²``; default ``epsilon**2``), with no bias correction. Keras'
+    ``Adam`` and ``Adagrad`` differ: Adam starts ``v`` at 0 and divides ``m``
+    and ``v`` by ``1 - beta**t``; Adagrad has no momentum and puts its epsilon
+    inside the root. ``bias_correction=True`` adds Adam's factors.
 
     Args:
+        rule: ``'adagrad'``, ``'adam'`` or ``'yogi'``.
         learning_rate: the server learning rate ``η``.
         beta_1: momentum decay.
-        beta_2: second-moment decay.
+        beta_2: second-moment decay (unused by ``'adagrad'``).
         epsilon: the adaptivity ``τ``, added to ``sqrt(v)``.
         initial_accumulator_value: starting value of ``v``; default ``epsilon**2``.
         bias_correction: divide ``m`` and ``v`` by ``1 - beta**t`` as Adam does.
@@ -53,19 +61,24 @@ class Yogi(keras.optimizers.Optimizer):
     Example:
         >>> import keras, numpy as np
         >>> w = keras.Variable(np.zeros(2, 'float32'))
-        >>> opt = Yogi(learning_rate=0.1, epsilon=1e-3)
+        >>> opt = FedOpt('adam', learning_rate=0.1, epsilon=1e-3)
         >>> _ = opt.apply_gradients([(np.array([1.0, -1.0], 'float32'), w)])
-        >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(w)]  # -0.1 * 0.1 / (sqrt(0.01) + 0.001)
+        >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(w)]  # -0.1 * 0.1 / (sqrt(0.01 + 1e-8) + 0.001)
         [-0.099, 0.099]
     """
 
-    def __init__(self, learning_rate=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-3,
-                 initial_accumulator_value=None, bias_correction=False, name="yogi", **kwargs):
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    RULES = ("adagrad", "adam", "yogi")
+
+    def __init__(self, rule: str, learning_rate=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-3,
+                 initial_accumulator_value=None, bias_correction=False, name=None, **kwargs):
+        if rule not in self.RULES:
+            raise ValueError(f"FedOpt: rule must be one of {self.RULES}, got {rule!r}.")
+        super().__init__(learning_rate=learning_rate, name=name or f"fed{rule}", **kwargs)
         if not 0.0 <= beta_1 < 1.0 or not 0.0 <= beta_2 < 1.0:
-            raise ValueError(f"Yogi: beta_1 and beta_2 must be in [0, 1), got {beta_1} and {beta_2}.")
+            raise ValueError(f"{rule}: beta_1 and beta_2 must be in [0, 1), got {beta_1} and {beta_2}.")
         if epsilon <= 0:
-            raise ValueError(f"Yogi: epsilon (the adaptivity τ) must be > 0, got {epsilon}; Reddi et al. use 1e-3.")
+            raise ValueError(f"{rule}: epsilon (the adaptivity τ) must be > 0, got {epsilon}; Reddi et al. use 1e-3.")
+        self.rule = rule
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.initial_accumulator_value = (self.epsilon ** 2 if initial_accumulator_value is None
                                           else float(initial_accumulator_value))
@@ -79,15 +92,20 @@ class Yogi(keras.optimizers.Optimizer):
         self._velocities = self.add_optimizer_variables(
             var_list, "velocity", initializer=initializers.Constant(self.initial_accumulator_value))
 
+    def _second_moment(self, v, g2):
+        if self.rule == "adagrad":
+            return ops.add(v, g2)
+        if self.rule == "adam":
+            return ops.add(ops.multiply(v, self.beta_2), ops.multiply(g2, 1.0 - self.beta_2))
+        return ops.subtract(v, ops.multiply(ops.multiply(g2, 1.0 - self.beta_2), ops.sign(ops.subtract(v, g2))))
+
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        g2 = ops.square(g)
         self.assign(m, ops.add(ops.multiply(m, self.beta_1), ops.multiply(g, 1.0 - self.beta_1)))
-        self.assign(v, ops.subtract(v, ops.multiply(ops.multiply(g2, 1.0 - self.beta_2),
-                                                    ops.sign(ops.subtract(v, g2)))))
+        self.assign(v, self._second_moment(v, ops.square(g)))
         m_hat, v_hat = m, v
         if self.bias_correction:
             t = ops.cast(self.iterations + 1, variable.dtype)
@@ -97,10 +115,34 @@ class Yogi(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+        config.update(rule=self.rule, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
                       initial_accumulator_value=self.initial_accumulator_value,
                       bias_correction=self.bias_correction)
         return config
+
+
+class Yogi(FedOpt):
+    """The Yogi optimizer (Zaheer et al., 2018), as FedYogi's server step in Reddi et al. (2020).
+
+    :class:`FedOpt` with ``rule='yogi'``: ``v`` changes additively,
+    ``v <- v - (1 - beta_2) * g**2 * sign(v - g**2)``, so it grows and shrinks
+    slowly, which makes the effective learning rate more stable than Adam's.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> w = keras.Variable(np.zeros(2, 'float32'))
+        >>> opt = Yogi(learning_rate=0.1, epsilon=1e-3)
+        >>> _ = opt.apply_gradients([(np.array([1.0, -1.0], 'float32'), w)])
+        >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(w)]  # -0.1 * 0.1 / (sqrt(0.01) + 0.001)
+        [-0.099, 0.099]
+    """
+
+    def __init__(self, learning_rate=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-3,
+                 initial_accumulator_value=None, bias_correction=False, name="yogi", **kwargs):
+        kwargs.pop("rule", None)
+        super().__init__("yogi", learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                         initial_accumulator_value=initial_accumulator_value,
+                         bias_correction=bias_correction, name=name, **kwargs)
 
 
 def fed_avg_momentum(learning_rate: float = 1.0, momentum: float = 0.9) -> keras.optimizers.SGD:
@@ -114,30 +156,46 @@ def fed_avg_momentum(learning_rate: float = 1.0, momentum: float = 0.9) -> keras
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
 
 
-def fed_adagrad(learning_rate: float = 0.1, epsilon: float = 1e-3,
-                initial_accumulator_value: float = 1e-6) -> keras.optimizers.Adagrad:
-    """FedAdagrad's server step: Keras Adagrad with Reddi et al.'s small ``τ`` and ``v0``.
+def fed_adagrad(learning_rate: float = 0.1, epsilon: float = 1e-3, initial_accumulator_value: float = 1e-6,
+                paper: bool = False):
+    """FedAdagrad's server step, with Reddi et al.'s adaptivity ``τ`` = ``epsilon``.
 
-    Keras Adagrad divides by ``sqrt(v + epsilon)`` (``epsilon`` inside the
-    root), so ``epsilon=τ**2`` matches the paper's ``sqrt(v) + τ`` closely.
+    By default Keras' ``Adagrad`` (no momentum, ``v`` starts at
+    ``initial_accumulator_value``): Keras divides by ``sqrt(v + eps)``, with its
+    ``eps`` inside the root, so it is given ``eps = τ**2`` (the returned object's
+    ``.epsilon`` is ``τ**2``), close to the paper's ``sqrt(v) + τ``. With
+    ``paper=True``, exactly Reddi et al.'s Algorithm 2: :class:`FedOpt` with
+    ``rule='adagrad'`` (momentum 0.9, ``sqrt(v) + τ``, ``.epsilon`` is ``τ``).
 
     Example:
-        >>> type(fed_adagrad()).__name__
-        'Adagrad'
+        >>> type(fed_adagrad()).__name__, type(fed_adagrad(paper=True)).__name__
+        ('Adagrad', 'FedOpt')
     """
+    if paper:
+        return FedOpt("adagrad", learning_rate=learning_rate, epsilon=epsilon,
+                      initial_accumulator_value=initial_accumulator_value)
     return keras.optimizers.Adagrad(learning_rate=learning_rate, epsilon=epsilon ** 2,
                                     initial_accumulator_value=initial_accumulator_value)
 
 
 def fed_adam(learning_rate: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99,
-             epsilon: float = 1e-3) -> keras.optimizers.Adam:
-    """FedAdam's server step: Keras Adam (with its bias correction) and Reddi et al.'s defaults.
+             epsilon: float = 1e-3, paper: bool = False):
+    """FedAdam's server step with Reddi et al.'s defaults (``β2`` = 0.99, ``τ`` = ``epsilon`` = 1e-3).
+
+    By default Keras' ``Adam``: ``v`` starts at 0 and both moments are
+    bias-corrected (``1 - beta**t``). With ``paper=True``, exactly Reddi et al.'s
+    Algorithm 2 (:class:`FedOpt` with ``rule='adam'``: ``v`` starts at ``τ**2``,
+    no bias correction); the two differ most in the first rounds.
 
     Example:
         >>> opt = fed_adam(0.01)
         >>> type(opt).__name__, opt.beta_2, opt.epsilon
         ('Adam', 0.99, 0.001)
+        >>> fed_adam(0.01, paper=True).rule
+        'adam'
     """
+    if paper:
+        return FedOpt("adam", learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
 
 
