@@ -350,3 +350,17 @@ def test_labels_outside_the_classes_are_refused_on_the_fast_path_even_after_a_cu
     process = ft.build_federated_averaging_process(model_fn, lambda: keras.optimizers.SGD(0.1), engine="fast")
     with pytest.raises(ValueError, match=r"client 'writer_1', field 'y': label 12 is outside the model's 10 classes"):
         process.next(process.initialize(), data)
+
+
+def test_an_optimizer_instead_of_a_function_says_what_to_pass():
+    """`server_optimizer_fn=ft.optimizers.fed_adam(0.01)` used to fail with "'Adam' object is not callable"."""
+    def model_fn():
+        net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        return ft.from_keras_model(net, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                   {'x': tf.TensorSpec([None, 4], tf.float32), 'y': tf.TensorSpec([None, 1], tf.int32)})
+
+    with pytest.raises(TypeError, match="server_optimizer_fn must be a function .* got an Adam optimizer: write"):
+        ft.build_federated_averaging_process(model_fn, lambda: keras.optimizers.SGD(0.1),
+                                             server_optimizer_fn=ft.optimizers.fed_adam(0.01))
+    with pytest.raises(TypeError, match="client_optimizer_fn must be a function"):
+        ft.build_federated_averaging_process(model_fn, keras.optimizers.SGD(0.1))

@@ -121,9 +121,26 @@ def _is_plain_sgd(optimizer) -> bool:
             and all(config[k] == v for k, v in plain.items()) and len(optimizer.variables) == 2)
 
 
+def optimizer_from(fn, name: str, example: str):
+    """Calls an ``*_optimizer_fn``; an optimizer passed instead of a function gets a message saying what to pass.
+
+    Example:
+        >>> optimizer_from(keras.optimizers.Adam(0.01), 'server_optimizer_fn', 'lambda: keras.optimizers.Adam(0.01)')
+        Traceback (most recent call last):
+        ...
+        TypeError: server_optimizer_fn must be a function that returns a new optimizer (the process makes its own), got an Adam optimizer: write server_optimizer_fn=lambda: keras.optimizers.Adam(0.01)
+    """
+    if isinstance(fn, keras.optimizers.Optimizer) or not callable(fn):
+        kind = f"an {type(fn).__name__} optimizer" if isinstance(fn, keras.optimizers.Optimizer) else repr(fn)
+        raise TypeError(f"{name} must be a function that returns a new optimizer (the process makes its own), "
+                        f"got {kind}: write {name}={example}")
+    return fn()
+
+
 def build_server(server_optimizer_fn, model, default_learning_rate: float) -> ServerOptimizer:
     """The server side of a process: ``server_optimizer_fn()`` (default plain SGD), checked."""
-    optimizer = server_optimizer_fn() if server_optimizer_fn else keras.optimizers.SGD(default_learning_rate)
+    optimizer = (optimizer_from(server_optimizer_fn, "server_optimizer_fn", "lambda: keras.optimizers.Adam(0.01)")
+                 if server_optimizer_fn else keras.optimizers.SGD(default_learning_rate))
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"server_optimizer_fn must return a Keras optimizer, got {type(optimizer).__name__}")
     check_positive("server learning rate", optimizer.learning_rate,
@@ -186,7 +203,8 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
     keras.utils.set_random_seed(seed)
     model = check_model_fn(model_fn)
     if client_optimizer_fn is not None:
-        client_optimizer = client_optimizer_fn()
+        client_optimizer = optimizer_from(client_optimizer_fn, "client_optimizer_fn",
+                                          "lambda: keras.optimizers.SGD(learning_rate=0.02)")
     elif getattr(model, "optimizer", None) is not None:
         client_optimizer = _copy_optimizer(model.optimizer)
     else:
