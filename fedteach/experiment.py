@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from typing import Callable
 
 import keras
@@ -36,7 +37,7 @@ from fedteach.optimizers import SERVER_OPTIMIZERS, server_optimizer_fn
 from fedteach.rounds import (DivergenceError, ServerState, build_federated_averaging_process,
                              build_federated_sgd_process, sample_clients)
 
-__all__ = ['ALGORITHMS', 'Experiment', 'ExperimentConfig', 'MODELS', 'build_aggregator', 'build_keras_model']
+__all__ = ['ALGORITHMS', 'EXPLODING_LOSS_FACTOR', 'Experiment', 'ExperimentConfig', 'ExplodingLossWarning', 'MODELS', 'build_aggregator', 'build_keras_model']
 
 MODELS = ('linear', 'cnn')
 """Model names an :class:`ExperimentConfig` accepts."""
@@ -46,6 +47,14 @@ ALGORITHMS = ('fedavg', 'fedprox', 'fedsgd')
 
 _SHARED_MODELS = {}  # (model name, input shape and dtypes) -> the wrapped Keras model that continued runs reuse
 _EVALUATIONS = {}  # (test and train data, evaluation settings) -> (test, train, client ids, datasets, description)
+
+EXPLODING_LOSS_FACTOR = 10.0
+"""A run warns when its training loss exceeds this many times a uniform guess's (10 x ln 10 = 23)."""
+
+
+class ExplodingLossWarning(RuntimeWarning):
+    """The training loss exploded without becoming NaN (a logits-based loss can reach 1e10 with finite weights)."""
+
 
 _POSITIVE_INTS = ('clients_per_round', 'local_epochs', 'batch_size', 'rounds', 'evaluate_every', 'eval_clients')
 
@@ -399,9 +408,24 @@ class Experiment:
         }
         for name in (self.aggregator.measurement_names if self.aggregator else ()):
             entry[name] = float(metrics[name])
+        warning = self._exploding(entry)
+        if warning:
+            entry['warning'] = warning
+            warnings.warn(warning, ExplodingLossWarning, stacklevel=2)
         self.state = state
         self.history.append(entry)
         return entry
+
+    def _exploding(self, entry: dict) -> str | None:
+        """A warning, the first time in this run the training loss exceeds EXPLODING_LOSS_FACTOR x chance's."""
+        chance = math.log(10)  # the loss of a model that gives each of the 10 digits the same probability
+        loss = entry['train_loss']
+        if any('warning' in e for e in self.history) or not loss > EXPLODING_LOSS_FACTOR * chance:
+            return None
+        return (f"round {entry['round']}: the training loss ({loss:.4g}) is more than {EXPLODING_LOSS_FACTOR:g} "
+                f"times that of a uniform guess ({chance:.2f}): training is diverging. The likely cause is a "
+                f"learning rate too large for this data (client {self.config.client_learning_rate:g}, server "
+                f"{self.config.server_learning_rate:g}); try a smaller one.")
 
     def run(self, rounds: int | None = None, callback: Callable[[dict], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> list[dict]:

@@ -170,3 +170,13 @@ def test_cnn_model_trains(data):
     config = FAST.replace(model='cnn', rounds=1, clients_per_round=1, eval_clients=1)
     entry = Experiment(*data, config).run()[0]
     assert np.isfinite(entry['train_loss']) and entry['eval_accuracy'] is not None
+
+
+def test_an_exploding_loss_warns_once_naming_the_round_and_the_learning_rate():
+    """A logits-based loss can grow to 1e10 with finite weights: no NaN, so the run warns instead."""
+    import fedteach as ft
+    train, test = ft.load_offline_digits(num_clients=12, seed=0)
+    experiment = ft.Experiment(train, test, ft.ExperimentConfig(client_learning_rate=1e9, local_epochs=1, rounds=4))
+    with pytest.warns(ft.experiment.ExplodingLossWarning, match=r"round 1: the training loss .* \(client 1e\+09"):
+        experiment.run()
+    assert sum('warning' in entry for entry in experiment.history) == 1

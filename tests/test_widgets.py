@@ -342,3 +342,12 @@ def test_dashboard_warms_up_when_a_setting_changes(data):
     assert thread is not None
     thread.join()
     assert dashboard.controller.warm_up_error is None
+
+
+def test_dashboard_status_warns_when_the_loss_explodes_without_nan(data):
+    """At a client learning rate of 1e9 the loss reaches 1e11 with finite weights: the status line says so."""
+    dashboard = TrainingDashboard(*data, FAST.replace(rounds=2, client_learning_rate=1e9))
+    with pytest.warns(ft.experiment.ExplodingLossWarning):
+        dashboard.run(block=True)
+    assert 'Warning:' in dashboard.status.value and 'learning rate too large' in dashboard.status.value
+    assert dashboard.progress.bar_style == 'warning'

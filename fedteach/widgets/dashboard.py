@@ -192,6 +192,10 @@ class TrainingDashboard:
                 done = f'Done: {experiment.name} trained {total} rounds.'
                 self.status.value = html.escape(f'{controller.note} {done}' if controller.new_run else done)
                 self.progress.bar_style = 'success'
+            warning = next((e['warning'] for e in experiment.history if 'warning' in e), None)
+            if warning:
+                self.status.value += f' <b>Warning:</b> {html.escape(warning)}'
+                self.progress.bar_style = 'warning'
         except DivergenceError as error:
             self.last_error = error
             self.progress.bar_style = 'danger'
