@@ -14,56 +14,11 @@ import tensorflow as tf
 
 import fedteach as ft
 from fedteach.rounds.general import reseeded
+from test_tutorial import MnistModel  # the tutorial's hand-written model, as tests/test_tutorial.py writes it
 
 SPEC = collections.OrderedDict([("x", tf.TensorSpec([None, 784], tf.float32)),
                                 ("y", tf.TensorSpec([None, 1], tf.int32))])
 CLIENTS = ft.ClientData.from_arrays(ft.make_emnist_like_clients(3, [37, 30, 41], seed=4, noise=0.3))
-
-
-class MnistModel(ft.Model):
-    """The tutorial's hand-written model (notebook 4)."""
-
-    def __init__(self):
-        self.weights = tf.Variable(tf.zeros((784, 10)), name="weights")
-        self.bias = tf.Variable(tf.zeros(10), name="bias")
-        self.num_examples = tf.Variable(0.0, trainable=False, name="num_examples")
-        self.loss_sum = tf.Variable(0.0, trainable=False, name="loss_sum")
-        self.accuracy_sum = tf.Variable(0.0, trainable=False, name="accuracy_sum")
-
-    trainable_variables = property(lambda self: [self.weights, self.bias])
-    non_trainable_variables = property(lambda self: [])
-    local_variables = property(lambda self: [self.num_examples, self.loss_sum, self.accuracy_sum])
-    input_spec = property(lambda self: SPEC)
-
-    @tf.function
-    def forward_pass(self, batch, training=True):
-        y = tf.nn.softmax(tf.matmul(batch["x"], self.weights) + self.bias)
-        predictions = tf.cast(tf.argmax(y, 1), tf.int32)
-        flat_labels = tf.reshape(batch["y"], [-1])
-        loss = -tf.reduce_mean(tf.reduce_sum(tf.one_hot(flat_labels, 10) * tf.math.log(y), axis=[1]))
-        accuracy = tf.reduce_mean(tf.cast(tf.equal(predictions, flat_labels), tf.float32))
-        num_examples = tf.cast(tf.size(batch["y"]), tf.float32)
-        self.num_examples.assign_add(num_examples)
-        self.loss_sum.assign_add(loss * num_examples)
-        self.accuracy_sum.assign_add(accuracy * num_examples)
-        return ft.BatchOutput(loss=loss, predictions=predictions)
-
-    @tf.function
-    def report_local_outputs(self):
-        return collections.OrderedDict([("num_examples", self.num_examples),
-                                        ("loss", self.loss_sum / self.num_examples),
-                                        ("accuracy", self.accuracy_sum / self.num_examples)])
-
-    @property
-    def federated_output_computation(self):
-        return aggregate_mnist_metrics
-
-
-@ft.federated_computation
-def aggregate_mnist_metrics(metrics):
-    return {"num_examples": ft.federated_sum(metrics.num_examples),
-            "loss": ft.federated_average(metrics.loss, metrics.num_examples),
-            "accuracy": ft.federated_average(metrics.accuracy, metrics.num_examples)}
 
 
 def tutorial_data(epochs=3):
