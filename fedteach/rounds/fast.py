@@ -610,7 +610,10 @@ class FastTrainer:
 
     The learning rate and FedProx's ``mu`` (local gradient ``+= mu * (w -
     w_global)``) are inputs of the compiled round, which every trainer of the
-    same class and architecture shares (see the module docs).
+    same class and architecture shares (see the module docs). So is SCAFFOLD's
+    correction: a constant per client and variable added to every local
+    gradient (``corrections`` of :meth:`train`); a round without it is traced
+    without it.
     """
 
     def __init__(self, model, learning_rate: float, proximal_mu: float = 0.0):
@@ -643,17 +646,18 @@ class FastTrainer:
         """The round traced for this kind of layout (its sizes left open), called directly (a tf.function call
         would first work out which trace fits, ~0.2 ms); XLA compiles it once per bucketed shape."""
         shared = self._compiled
-        key = (_map_key(layout.map_fns), _shapes(layout.examples), layout.index.shape, shared.jit_compile)
+        corrected = len(args) > 9  # SCAFFOLD's corrections follow FedProx's mu
+        key = (_map_key(layout.map_fns), _shapes(layout.examples), layout.index.shape, shared.jit_compile, corrected)
         with _LOCK:  # one trace per key, also with a background warm-up
             if key not in shared.traces:
                 apply_map = _vectorized(layout.map_fns)
                 owner = shared.owner
 
-                def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, mu):
+                def round_with_map(trainable, non_trainable, raw, rows, index, mask, weights, lr, mu, *corrections):
                     examples = apply_map(raw)
                     # The clients' weights are always returned (they exist anyway): an aggregator costs no new trace.
-                    return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu), \
-                        _label_range(examples, rows)
+                    return owner._round(trainable, non_trainable, examples, index, mask, weights, lr, mu,
+                                        *corrections), _label_range(examples, rows)
 
                 # Static shapes: XLA compiles a trace once (with open sizes it would compile again whenever the
                 # index values changed). No AutoGraph: the round is written with tf.while_loop and Keras 3 layers
@@ -664,14 +668,18 @@ class FastTrainer:
                 shared.keep.append(tuple(layout.map_fns))
         return shared.traces[key]
 
-    def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False) -> Trained:
+    def train(self, trainable, non_trainable, layout: Layout, return_clients: bool = False,
+              corrections: list | None = None) -> Trained:
         """Trains every client of ``layout`` from the given weights; ``return_clients`` also returns the
-        clients' trainable weights (for aggregators)."""
+        clients' trainable weights (for aggregators). ``corrections`` (SCAFFOLD's ``c - c_i``), one array
+        ``[clients, ...]`` per trainable variable, is added to every local gradient of each client."""
         args = ([tf.constant(w) for w in trainable], [tf.constant(w) for w in non_trainable],
                 layout.examples, tf.constant(layout.rows),
                 tf.constant(layout.index), tf.constant(layout.mask),
                 tf.constant(layout.num_examples.astype(np.float32)), tf.constant(self.learning_rate, tf.float32),
                 tf.constant(self.proximal_mu, tf.float32))
+        if corrections is not None:
+            args += ([tf.constant(c) for c in corrections],)
         try:
             (tv, ntv, loss_sums, metric_states, clients), label_range = self._traced(layout, args)(*args)
         except tf.errors.InvalidArgumentError as error:
@@ -728,7 +736,7 @@ class FastTrainer:
             updated.append([total + tf.reduce_sum(values * mask, axis=1), seen + count])
         return updated
 
-    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu):
+    def _round(self, trainable, non_trainable, examples, index, mask, weights, lr, mu, corrections=None):
         """The round's averaged weights, the clients' loss sums and metric states, and the clients' weights."""
         self.trace_count += 1
         clients, tv, ntv, ms, forward = self._start(trainable, non_trainable, index)
@@ -749,6 +757,8 @@ class FastTrainer:
             active = lambda w: tf.reshape(count > 0, tf.concat([[-1], tf.ones_like(tf.shape(w)[1:])], 0))
             # FedProx, only on real steps: padded steps of a finished client leave it unchanged (mu = 0: FedAvg)
             grads = [g + tf.cast(active(w), w.dtype) * mu * (w - w0) for g, w, w0 in zip(grads, tv, trainable)]
+            if corrections is not None:  # SCAFFOLD: + (c - c_i), on real steps only
+                grads = [g + tf.cast(active(w), w.dtype) * c for g, w, c in zip(grads, tv, corrections)]
             tv_new = [w - lr * g for w, g in zip(tv, grads)]
             ntv_new = _where_active(count, ntv_new, ntv)
             ms_new = self._update_metrics(ms, y, preds, m, count)

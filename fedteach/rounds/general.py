@@ -80,6 +80,7 @@ class ClientRunner:
         self._train_fn = tf.function(self._train_loop)
         self._evaluate_fn = tf.function(self._evaluate_loop)
         self._layouter = None  # created by the first laid-out round
+        self.local_steps = np.zeros(0, np.int64)  # the local steps each client of the last round took
         self._round_fns = {}  # (map functions' key, raw examples' spec, XLA or not) -> the compiled laid-out round
         self.jit_compile = True  # runs of full batches under XLA, until XLA cannot compile the model
         self._report_structure = None  # the structure of report_local_outputs(), seen when the round is traced
@@ -100,28 +101,37 @@ class ClientRunner:
         for v, w in zip(self.model.local_variables, self._initial_local):
             v.assign(w)
 
-    def train(self, weights: ModelWeights, dataset):
+    def train(self, weights: ModelWeights, dataset, correction: list | None = None):
         """Trains from ``weights`` on one client's ``dataset``, iterated by ``tf.data`` as it is.
 
-        Returns ``(new_weights, num_examples_trained, local_outputs)``.
+        ``correction`` (SCAFFOLD's ``c - c_i``, one array per trainable
+        variable) is added to every local gradient. Returns ``(new_weights,
+        num_examples_trained, local_outputs)``; :attr:`local_steps` holds the
+        steps taken.
         """
         self.load(weights)
         for v, w in zip(self.optimizer.variables, self._initial_optimizer):
             v.assign(w)
         for v, w in zip(self._anchor, weights.trainable.values()):
             v.assign(w)
-        n = int(self._train_fn(dataset.with_options(_OPTIONS)))
-        return self.weights(), n, self.model.report_local_outputs()
+        correction = None if correction is None else [tf.constant(c) for c in correction]
+        n, steps = self._train_fn(dataset.with_options(_OPTIONS), correction)
+        self.local_steps = np.array([int(steps)], np.int64)
+        return self.weights(), int(n), self.model.report_local_outputs()
 
-    def train_round(self, weights: ModelWeights, datasets, seed: int, round_num: int) -> list:
+    def train_round(self, weights: ModelWeights, datasets, seed: int, round_num: int,
+                    corrections: list | None = None) -> list:
         """Trains every client of a round from the server's ``weights``, reproducibly for ``(seed, round_num)``.
 
         Client datasets with a recipe are laid out as the fast engine lays them
         out (same order of examples for the same seed and round); any other
         pipeline runs through ``tf.data`` with its shuffles re-seeded from
-        ``(seed, round_num, position of the client)``.
+        ``(seed, round_num, position of the client)``. ``corrections`` (SCAFFOLD's
+        ``c - c_i``), one array ``[clients, ...]`` per trainable variable, is
+        added to every local gradient of each client.
 
-        Returns, per client, ``(new_weights, num_examples_trained, local_outputs)``.
+        Returns, per client, ``(new_weights, num_examples_trained, local_outputs)``;
+        :attr:`local_steps` then holds each client's number of local steps.
 
         Example:
             >>> import keras, numpy as np, fedteach as ft
@@ -135,12 +145,18 @@ class ClientRunner:
         """
         datasets = list(datasets)
         if not self.lays_out(datasets):
-            return [self.train(weights, reseeded(_as_tf_dataset(ds), _client_seed(seed, round_num, i)))
-                    for i, ds in enumerate(datasets)]
+            results, steps = [], []
+            for i, ds in enumerate(datasets):
+                correction = None if corrections is None else [c[i] for c in corrections]
+                results.append(self.train(weights, reseeded(_as_tf_dataset(ds), _client_seed(seed, round_num, i)),
+                                          correction))
+                steps.append(self.local_steps[0])
+            self.local_steps = np.array(steps, np.int64)
+            return results
         if self._layouter is None:
             self._layouter = fast.Layouter(self.model.input_spec, min_rows=1024)  # few shapes, few XLA compiles
         layout = self._layouter.layout(datasets, np.random.default_rng([seed, round_num]))
-        return self._laid_out_round(weights, layout)
+        return self._laid_out_round(weights, layout, corrections)
 
     def evaluate(self, weights: ModelWeights, dataset):
         """Runs the forward pass over ``dataset``; returns ``(num_examples, local_outputs)``."""
@@ -155,20 +171,23 @@ class ClientRunner:
         return isinstance(self.model.input_spec, Mapping) and all(
             fast.unsupported_pipeline(ds) is None for ds in datasets)
 
-    def _laid_out_round(self, weights: ModelWeights, layout) -> list:
+    def _laid_out_round(self, weights: ModelWeights, layout, corrections=None) -> list:
         sizes = layout.mask.sum(axis=2).astype(np.int32)  # [clients, steps]: each batch's real examples, a prefix
         steps = (sizes > 0).sum(axis=1).astype(np.int32)
+        self.local_steps = steps.astype(np.int64)
         args = (layout.examples, tf.constant(layout.index), tf.constant(sizes), tf.constant(steps),
                 tf.constant(_full_runs(sizes, layout.index.shape[2])),
                 [tf.constant(w) for w in weights.trainable.values()],
                 [tf.constant(w) for w in weights.non_trainable.values()])
+        if corrections is not None:
+            args += ([tf.constant(c) for c in corrections],)
         try:
-            trainable, non_trainable, outputs, counts = self._round_function(layout)(*args)
+            trainable, non_trainable, outputs, counts = self._round_function(layout, corrections is not None)(*args)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
             if not self.jit_compile or "xla" not in str(error).lower():
                 raise
             self.jit_compile = False  # e.g. an op without an XLA kernel in the forward pass: plain graphs
-            trainable, non_trainable, outputs, counts = self._round_function(layout)(*args)
+            trainable, non_trainable, outputs, counts = self._round_function(layout, corrections is not None)(*args)
         trainable = [w.numpy() for w in trainable]
         non_trainable = [w.numpy() for w in non_trainable]
         outputs = [o.numpy() for o in outputs]
@@ -178,34 +197,38 @@ class ClientRunner:
                  int(n), tf.nest.pack_sequence_as(template, [o[c] for o in outputs]))
                 for c, n in enumerate(counts.numpy())]
 
-    def _round_function(self, layout):
+    def _round_function(self, layout, corrected: bool = False):
         raw_spec = {k: tf.TensorSpec([None] + list(v.shape[1:]), v.dtype) for k, v in layout.examples.items()}
         key = (fast._map_key(layout.map_fns), tuple((k, s.dtype, tuple(s.shape)) for k, s in raw_spec.items()),
-               self.jit_compile)
+               self.jit_compile, corrected)
         if key not in self._round_fns:
             variable_specs = lambda vs: [tf.TensorSpec(v.shape, v.dtype) for v in vs]
             signature = [raw_spec, tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                          tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                          variable_specs(self.model.trainable_variables),
                          variable_specs(self.model.non_trainable_variables)]
+            if corrected:  # SCAFFOLD's per-client corrections, [clients, ...] per trainable variable
+                signature.append([tf.TensorSpec([None, *v.shape], v.dtype) for v in self.model.trainable_variables])
             # The map functions are already converted by AutoGraph; the rest of the round is, so that a
             # forward pass written with Python control flow works as in a tf.data loop.
             apply_map = tf.autograph.experimental.do_not_convert(fast._vectorized(layout.map_fns))
             full_batches = tf.function(self._full_batches, jit_compile=self.jit_compile)
 
-            def laid_out_round(raw, index, sizes, steps, runs, trainable, non_trainable):
+            def laid_out_round(raw, index, sizes, steps, runs, trainable, non_trainable, corrections=None):
                 return self._clients_in_turn(apply_map(raw), index, sizes, steps, runs, trainable, non_trainable,
-                                             full_batches)
+                                             full_batches, corrections)
 
             self._round_fns[key] = tf.function(laid_out_round, input_signature=signature)
         return self._round_fns[key]
 
-    def _clients_in_turn(self, examples, index, sizes, steps, runs, trainable, non_trainable, full_batches):
+    def _clients_in_turn(self, examples, index, sizes, steps, runs, trainable, non_trainable, full_batches,
+                         corrections=None):
         """Every client, in turn, trains from the given weights on its rows of ``examples``.
 
         A run of full batches (``runs[c, t]``: where the run starting at step ``t`` ends) goes through
         ``full_batches`` in one call, XLA-compiled for the batch shape; a shorter batch is one step on its
-        own. Returns the clients' weights, local outputs and example counts, stacked."""
+        own. Client ``c``'s gradients get ``corrections[k][c]`` (SCAFFOLD) where given. Returns the clients'
+        weights, local outputs and example counts, stacked."""
         self.trace_count += 1
         model = self.model
         fields = list(model.input_spec)
@@ -214,14 +237,15 @@ class ClientRunner:
         def client(c, tv_out, ntv_out, report_out, counts):
             self._start_client(trainable, non_trainable)
             rows = index[c]
+            correction = None if corrections is None else [k[c] for k in corrections]
 
             def run_or_step(t, n):
                 end = runs[c, t]
                 return tf.cond(
                     end > t,
-                    lambda: (end, n + full_batches(examples, rows, t, end, trainable)),
+                    lambda: (end, n + full_batches(examples, rows, t, end, trainable, correction)),
                     lambda: (t + 1, n + self._train_step(
-                        {k: tf.gather(examples[k], rows[t, :sizes[c, t]]) for k in fields}, trainable)))
+                        {k: tf.gather(examples[k], rows[t, :sizes[c, t]]) for k in fields}, trainable, correction)))
 
             _, n = tf.while_loop(lambda t, n: t < steps[c], run_or_step, (tf.constant(0), tf.constant(0, tf.int64)))
             with tf.control_dependencies([n]):
@@ -238,12 +262,13 @@ class ClientRunner:
         _, tv, ntv, report, counts = tf.while_loop(lambda c, *_: c < clients, client, (tf.constant(0), *outputs))
         return [a.stack() for a in tv], [a.stack() for a in ntv], [a.stack() for a in report], counts.stack()
 
-    def _full_batches(self, examples, rows, start, end, anchor):
+    def _full_batches(self, examples, rows, start, end, anchor, correction=None):
         """Train steps ``start..end-1`` of a client whose batches there are full (``rows``: ``[steps, batch]``)."""
         fields = list(self.model.input_spec)
 
         def step(t, n):
-            return t + 1, n + self._train_step({k: tf.gather(examples[k], rows[t]) for k in fields}, anchor)
+            return t + 1, n + self._train_step({k: tf.gather(examples[k], rows[t]) for k in fields}, anchor,
+                                               correction)
 
         return tf.while_loop(lambda t, n: t < end, step, (start, tf.constant(0, tf.int64)))[1]
 
@@ -260,15 +285,17 @@ class ClientRunner:
             v.assign(w)
 
     # -- the tf.data loops ----------------------------------------------------
-    def _train_loop(self, dataset):
+    def _train_loop(self, dataset, correction=None):
         self.trace_count += 1
-        n = tf.constant(0, tf.int64)
+        n, steps = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
         for batch in dataset:
-            n += self._train_step(batch, self._anchor)
-        return n
+            n += self._train_step(batch, self._anchor, correction)
+            steps += 1
+        return n, steps
 
-    def _train_step(self, batch, anchor):
-        """One step of the client optimizer; FedProx pulls towards ``anchor``. Returns the batch's examples."""
+    def _train_step(self, batch, anchor, correction=None):
+        """One step of the client optimizer; FedProx pulls towards ``anchor``, SCAFFOLD adds ``correction``.
+        Returns the batch's examples."""
         variables = self.model.trainable_variables
         # A forward pass written as a tf.function is traced into this one: XLA takes the arguments of a
         # nested function for compile-time constants and would compile it again for every batch.
@@ -278,6 +305,8 @@ class ClientRunner:
         grads = tape.gradient(output.loss, variables)
         if self.proximal_mu:
             grads = [g if g is None else g + self.proximal_mu * (v - a) for g, v, a in zip(grads, variables, anchor)]
+        if correction is not None:
+            grads = [g if g is None else g + c for g, c in zip(grads, correction)]
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return _batch_size(output, batch)
 

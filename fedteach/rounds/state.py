@@ -61,6 +61,28 @@ class ServerState:
         return int(self.optimizer_state[0]) if self.optimizer_state else 0
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaffoldState(ServerState):
+    """SCAFFOLD's server state: the model, the optimizer state and the control variates.
+
+    ``control`` is the server's control variate ``c`` (an ordered dict of
+    arrays keyed like ``model.trainable``); ``client_controls`` maps a client
+    id to that client's ``c_i`` (same keys). A client not in it has never
+    trained: its ``c_i`` is zero. All plain arrays, so a checkpoint keeps them.
+
+    Example:
+        >>> import collections, numpy as np
+        >>> w = ModelWeights.from_lists([np.zeros(2, np.float32)], [], ['b'])
+        >>> s = ScaffoldState(w, (np.int64(0),), collections.OrderedDict(b=np.zeros(2, np.float32)),
+        ...                   collections.OrderedDict())
+        >>> s.round_num, list(s.control), len(s.client_controls)
+        (0, ['b'], 0)
+    """
+
+    control: collections.OrderedDict
+    client_controls: collections.OrderedDict
+
+
 def _format(value) -> str:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
