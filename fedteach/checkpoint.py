@@ -4,6 +4,9 @@ The file format is a NumPy ``.npz`` archive (a zip file) written without pickle:
 
 * ``trainable/<i>``, ``non_trainable/<i>``, ``optimizer_state/<i>``: the arrays of
   the :class:`~fedteach.ServerState`, in order;
+* for a :class:`~fedteach.ScaffoldState` also ``control/<i>`` (the server's
+  control variate) and ``client_controls/<i>`` (every client's, named
+  ``[client_id, variable]`` in the header);
 * ``__checkpoint__``: one JSON string with ``format`` (``"fedteach-checkpoint"``),
   ``version`` (1), the variable ``names``, every array's ``shape`` and ``dtype``,
   the metric ``history`` (a list of dicts, one per round) and the user's
@@ -29,7 +32,7 @@ import zipfile
 
 import numpy as np
 
-from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
+from fedteach.rounds.state import ModelWeights, RoundMetrics, ScaffoldState, ServerState
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -37,6 +40,7 @@ FORMAT = "fedteach-checkpoint"
 VERSION = 1
 _META_KEY = "__checkpoint__"
 _PARTS = ("trainable", "non_trainable", "optimizer_state")
+_SCAFFOLD_PARTS = ("control", "client_controls")
 
 
 class CheckpointError(ValueError):
@@ -92,6 +96,10 @@ def save_checkpoint(path, state: ServerState, history=None, metadata=None) -> st
     groups = {"trainable": list(state.model.trainable.items()),
               "non_trainable": list(state.model.non_trainable.items()),
               "optimizer_state": [(str(i), s) for i, s in enumerate(state.optimizer_state)]}
+    if isinstance(state, ScaffoldState):
+        groups["control"] = list(state.control.items())
+        groups["client_controls"] = [([client, name], value) for client, controls in state.client_controls.items()
+                                     for name, value in controls.items()]
     for part, items in groups.items():
         names[part] = [name for name, _ in items]
         shapes[part], dtypes[part] = [], []
@@ -172,7 +180,7 @@ def load_checkpoint(path, process=None):
                                       f"{header.get('version')!r}; this fedteach reads version {VERSION}. "
                                       "Load it with the fedteach version that wrote it.")
             parts = {}
-            for part in _PARTS:
+            for part in _PARTS + tuple(p for p in _SCAFFOLD_PARTS if p in header["names"]):
                 names, shapes, dtypes = (header[k][part] for k in ("names", "shapes", "dtypes"))
                 values = []
                 for i, (name, shape, dtype) in enumerate(zip(names, shapes, dtypes, strict=True)):
@@ -196,6 +204,12 @@ def load_checkpoint(path, process=None):
     state = ServerState(
         ModelWeights(collections.OrderedDict(parts["trainable"]), collections.OrderedDict(parts["non_trainable"])),
         tuple(value for _, value in parts["optimizer_state"]))
+    if "control" in parts:
+        client_controls = collections.OrderedDict()
+        for (client, name), value in parts["client_controls"]:
+            client_controls.setdefault(client, collections.OrderedDict())[name] = value
+        state = ScaffoldState(state.model, state.optimizer_state, collections.OrderedDict(parts["control"]),
+                              client_controls)
     if process is not None:
         _check_matches(path, state, process.initialize())
     return state, history, metadata
@@ -230,7 +244,9 @@ def _plain_metrics(metrics, index: int) -> dict:
 
 
 def _describe(state: ServerState) -> dict:
-    return {
+    control = {"control": [(k, np.shape(v), np.asarray(v).dtype.str) for k, v in state.control.items()]
+               } if isinstance(state, ScaffoldState) else {"control": None}
+    return {**control,
         "trainable": [(k, np.shape(v), np.asarray(v).dtype.str) for k, v in state.model.trainable.items()],
         "non_trainable": [(k, np.shape(v), np.asarray(v).dtype.str) for k, v in state.model.non_trainable.items()],
         "optimizer_state": [(str(i), np.shape(v), np.asarray(v).dtype.str)
@@ -240,7 +256,11 @@ def _describe(state: ServerState) -> dict:
 
 def _check_matches(path: str, state: ServerState, template: ServerState) -> None:
     got, expected = _describe(state), _describe(template)
-    for part in _PARTS:
+    if (got["control"] is None) != (expected["control"] is None):
+        kind = lambda d: "SCAFFOLD's (with control variates)" if d["control"] is not None else "a plain ServerState"
+        raise CheckpointError(f"{path!r} holds {kind(got)} but this process keeps {kind(expected)}. Continue "
+                              "with a process of the algorithm that wrote the checkpoint.")
+    for part in _PARTS + ("control",) * (got["control"] is not None):
         if got[part] == expected[part]:
             continue
         fmt = lambda entries: ", ".join(f"{n}: {list(s)} {d}" for n, s, d in entries) or "nothing"
