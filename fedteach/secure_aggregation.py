@@ -54,7 +54,7 @@ import numpy as np
 
 from fedteach.aggregators import Aggregator
 
-__all__ = ["ClientSecrets", "MaskedUpdate", "PRIME", "dequantize", "generate_keys", "mask", "quantize",
+__all__ = ["ClientSecrets", "MaskedUpdate", "PRIME", "client_view", "dequantize", "generate_keys", "mask", "quantize",
            "rebuild_secret", "secure_mean", "shamir_shares", "share_secrets", "simulate", "unmask"]
 
 PRIME = 2 ** 127 - 1
@@ -417,3 +417,25 @@ def secure_mean(clip_value: float = 1.0, modulus_bits: int = 32, *, dropout: flo
                       measurement_names=("dropped_clients", "clipped_fraction", "quantization_step", "bytes_sent"),
                       name=f"secure_mean(clip={clip_value:g}, {modulus_bits} bits"
                            + (f", dropout={dropout:g})" if dropout else ")"))
+
+
+def client_view(round_view: dict, client: int) -> list[np.ndarray]:
+    """All the server can make of one client's masked vector: its numbers dequantized, shaped like the update.
+
+    ``round_view`` is one entry of :func:`secure_mean`'s ``server_view``.
+    The result looks like an update and is noise (uniform over the range);
+    an attack on it gets noise.
+
+    Example:
+        >>> from fedteach.aggregators import RoundContext
+        >>> seen = []
+        >>> _ = secure_mean(server_view=seen).aggregate([np.zeros((3, 2, 2))], np.ones(3), RoundContext(1, 0))
+        >>> [a.shape for a in client_view(seen[0], 1)], bool(np.any(client_view(seen[0], 1)[0] != 0))
+        ([(2, 2)], True)
+    """
+    if client not in round_view["masked"]:
+        raise KeyError(f"client {client} sent no masked vector in round {round_view['round']} (it dropped out, or "
+                       f"is not among the round's clients {sorted(round_view['masked'])}).")
+    values = dequantize(round_view["masked"][client], round_view["scale"], round_view["modulus_bits"])
+    sizes = np.cumsum([int(np.prod(shape)) for shape in round_view["shapes"]])[:-1]
+    return [part.reshape(shape) for part, shape in zip(np.split(values, sizes), round_view["shapes"])]
