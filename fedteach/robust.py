@@ -49,6 +49,13 @@ def _flat(updates) -> np.ndarray:
     return np.concatenate([u.astype(np.float64).reshape(len(u), -1) for u in updates], axis=1)
 
 
+def _check_some(weights, name: str) -> int:
+    if len(weights) == 0:
+        raise ValueError(f"{name}: the round has no clients with examples; sample at least one client with "
+                         "examples per round.")
+    return len(weights)
+
+
 def median() -> Aggregator:
     """The coordinate-wise median of the clients' updates (Yin et al. 2018).
 
@@ -69,9 +76,7 @@ def median() -> Aggregator:
     """
     def aggregate(updates, weights, context):
         updates, weights = _check_updates(updates, weights)
-        n = len(weights)
-        if n == 0:
-            raise ValueError("median: the round has no clients; sample at least one client per round.")
+        n = _check_some(weights, "median")
         used = 1 if n % 2 else 2
         return ([np.median(u.astype(np.float64), axis=0).astype(u.dtype) for u in updates],
                 {"trimmed_fraction": (n - used) / n})
@@ -104,11 +109,8 @@ def trimmed_mean(beta: float) -> Aggregator:
 
     def aggregate(updates, weights, context):
         updates, weights = _check_updates(updates, weights)
-        n = len(weights)
-        k = math.floor(beta * n + 1e-9)   # the tolerance keeps e.g. 0.3 * 10 at 3, not 2.9999...
-        if n - 2 * k < 1:
-            raise ValueError(f"trimmed_mean({beta:g}): the round has {n} client(s), too few to trim {k} from "
-                             "each side; sample more clients per round.")
+        n = _check_some(weights, f"trimmed_mean({beta:g})")
+        k = math.floor(beta * n + 1e-9)   # the tolerance keeps e.g. 0.3 * 10 at 3, not 2.9999...; 2k < n
         trimmed = [np.sort(u.astype(np.float64), axis=0)[k:n - k].mean(axis=0).astype(u.dtype) for u in updates]
         return trimmed, {"trimmed_fraction": 2 * k / n}
     return Aggregator(aggregate, needs_clients=True, measurement_names=("trimmed_fraction",),
