@@ -392,6 +392,10 @@ def secure_mean(clip_value: float = 1.0, modulus_bits: int = 32, *, dropout: flo
                              "learns is that client's update.")
         flat = np.concatenate([u.reshape(n, -1).astype(np.float64) for u in updates], axis=1)
         scale = (2 ** (modulus_bits - 1) - 1) / (n * clip_value)
+        if not np.all(np.isfinite(flat)):  # a diverged client: keep the NaN, so the round reports the divergence
+            return [np.full(u.shape[1:], np.nan, u.dtype) for u in updates], {
+                "dropped_clients": 0.0, "clipped_fraction": float("nan"), "quantization_step": float(1 / scale),
+                "bytes_sent": 0}
         clipped = np.clip(flat, -clip_value, clip_value)
         quantized = quantize(clipped, scale, modulus_bits)
         rng = context.rng()

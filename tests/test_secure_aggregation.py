@@ -100,6 +100,12 @@ def test_secure_mean_is_the_survivors_mean_and_records_only_masked_vectors():
         np.testing.assert_array_equal(again[0]["masked"][c], round_view["masked"][c])
 
 
+def test_a_diverged_client_makes_the_secure_mean_nan_not_a_wrapped_integer():
+    updates = [np.array([[0.1, np.nan], [0.2, 0.3]])]
+    mean, _ = sa.secure_mean().aggregate(updates, np.ones(2), RoundContext(1, 0))
+    assert np.all(np.isnan(mean[0]))
+
+
 def test_secure_mean_refuses_a_single_client():
     with pytest.raises(ValueError, match="at least 2 clients"):
         sa.secure_mean().aggregate([np.ones((1, 3))], np.ones(1), RoundContext(1, 0))
