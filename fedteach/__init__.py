@@ -14,6 +14,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from fedteach import data, federated, models, rounds  # noqa: E402
 from fedteach import aggregators, optimizers, personalization, widgets  # noqa: E402
+from fedteach import drift  # noqa: E402
 from fedteach import leakage, secure_aggregation  # noqa: E402
 from fedteach.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from fedteach.data import *  # noqa: E402,F401,F403
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 __all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
            + ["assign_weights_to_keras_model", "build_federated_evaluation",
               "CheckpointError", "load_checkpoint", "save_checkpoint", "widgets",
-              "aggregators", "optimizers", "personalization", "evaluate_personalization",
+              "aggregators", "drift", "optimizers", "personalization", "evaluate_personalization",
               "Experiment", "ExperimentConfig", "plot_convergence", "plot_label_distribution",
               "plot_label_heatmap", "plot_label_histogram", "plot_partition_comparison", "plot_samples",
               "plot_federated_round", "accuracy_ylim", "plot_batch", "leakage", "secure_aggregation"])
