@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from fedteach import aggregators as _aggregators
-from fedteach.rounds import fast, general
+from fedteach.rounds import fast, general, grouping
 from fedteach.rounds.process import (Computation, IterativeProcess, check_client_datasets, check_model_fn,
                                      check_positive, client_name, clients_data_type, function_type, is_finite,
                                      metrics_type, num_classes, server_type)
@@ -157,7 +157,8 @@ def _copy_optimizer(optimizer):
 
 def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server_optimizer_fn=None, *,
                                       seed: int = 0, engine: str = "auto", verbose: bool = False,
-                                      proximal_mu: float = 0.0, aggregator=None):
+                                      proximal_mu: float = 0.0, aggregator=None,
+                                      memory_budget_mb: float = grouping.DEFAULT_MEMORY_BUDGET_MB):
     """Builds Federated Averaging as an :class:`IterativeProcess`.
 
     Args:
@@ -177,6 +178,11 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
             ``ft.aggregators`` Aggregator (clipping, DP, compression...);
             default: the example-weighted mean. Its measurements are added
             to the round's metrics.
+        memory_budget_mb: the memory the fast engine's round may use for
+            the clients' examples and models; a larger round runs its
+            clients in groups that fit, with the same result (e.g. every
+            client of federated EMNIST in a round; see
+            :mod:`fedteach.rounds.grouping`).
 
     The process's ``path`` attribute says which engine the last round used
     and ``path_reason`` why.
@@ -216,14 +222,18 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
                    "e.g. client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02)")
     server = build_server(server_optimizer_fn, model, default_learning_rate=1.0)
     return FederatedAveraging(model, client_optimizer, server, seed=seed, engine=engine, verbose=verbose,
-                              proximal_mu=proximal_mu, aggregator=aggregator).process
+                              proximal_mu=proximal_mu, aggregator=aggregator,
+                              memory_budget_mb=memory_budget_mb).process
 
 
 class FederatedAveraging:
     """The engine behind :func:`build_federated_averaging_process`."""
 
     def __init__(self, model, client_optimizer, server: ServerOptimizer, *, seed, engine, verbose,
-                 proximal_mu: float = 0.0, aggregator=None):
+                 proximal_mu: float = 0.0, aggregator=None,
+                 memory_budget_mb: float = grouping.DEFAULT_MEMORY_BUDGET_MB):
+        check_positive("memory_budget_mb", memory_budget_mb, "e.g. memory_budget_mb=256")
+        self.memory_budget_mb = float(memory_budget_mb)
         self.model, self.server, self.seed, self.engine, self.verbose = model, server, seed, engine, verbose
         if not proximal_mu >= 0:
             raise ValueError(f"proximal_mu must be >= 0 (0 is FedAvg; FedProx uses e.g. 0.01), got {proximal_mu!r}.")
@@ -307,20 +317,22 @@ class FederatedAveraging:
         return ServerState(weights, optimizer_state), metrics
 
     def _fast_round(self, state, federated_data, round_num):
-        layout = self.layouter.layout(federated_data, np.random.default_rng([self.seed, round_num]))
-        _skip_empty(layout.num_examples, federated_data, round_num)
-        trained = self.trainer.train(
-            list(state.model.trainable.values()), list(state.model.non_trainable.values()), layout,
-            return_clients=self.aggregator.needs_clients)
+        if not any(fast._num_rows(ds) for ds in federated_data):  # before any work: raises
+            _skip_empty([0] * len(federated_data), federated_data, round_num)
+        trained, num_examples = grouping.train(
+            self.trainer, self.layouter, federated_data, np.random.default_rng([self.seed, round_num]),
+            list(state.model.trainable.values()), list(state.model.non_trainable.values()),
+            self.aggregator.needs_clients, self.memory_budget_mb * 2**20)
+        _skip_empty(num_examples, federated_data, round_num)
         if not self.layouter.labels_in_range(trained.label_range):
             check_client_datasets(self.model, federated_data, check_specs=False)  # names the raw field if it can
             self.layouter.check_labels(federated_data)
-        self._clients = (trained.clients, layout.num_examples) if trained.clients is not None else None
+        self._clients = (trained.clients, num_examples) if trained.clients is not None else None
         tv, ntv, outputs = trained.trainable, trained.non_trainable, trained.outputs
         names = state.model
         average = ModelWeights(collections.OrderedDict(zip(names.trainable, tv)),
                                collections.OrderedDict(zip(names.non_trainable, ntv)))
-        return average, [o for o, n in zip(outputs, layout.num_examples) if n > 0]
+        return average, [o for o, n in zip(outputs, num_examples) if n > 0]
 
     def _general_round(self, state, federated_data, round_num):
         results = self.runner.train_round(state.model, federated_data, self.seed, round_num)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fedteach.rounds import fast, general
+from fedteach.rounds import fast, general, grouping
 from fedteach.rounds.fedavg import FederatedAveraging, ServerOptimizer, _skip_empty, build_server
 from fedteach.rounds.process import check_model_fn
 from fedteach.rounds.state import ModelWeights
@@ -28,19 +28,25 @@ from fedteach.rounds.state import ModelWeights
 __all__ = ["build_federated_sgd_process"]
 
 
-def build_federated_sgd_process(model_fn, server_optimizer_fn=None, *, seed: int = 0, engine: str = "auto",
-                                verbose: bool = False, aggregator=None):
+def build_federated_sgd_process(model_fn, *, server_optimizer_fn=None, seed: int = 0, engine: str = "auto",
+                                verbose: bool = False, aggregator=None,
+                                memory_budget_mb: float = grouping.DEFAULT_MEMORY_BUDGET_MB):
     """Builds Federated SGD as an :class:`IterativeProcess`.
 
     Args:
         model_fn: a function that builds a new :class:`fedteach.Model`.
         server_optimizer_fn: returns the Keras optimizer that applies the
             clients' average gradient; default ``SGD(learning_rate=0.1)``.
+            Keyword-only: FedSGD's clients have no optimizer, and for the
+            other builders the second positional argument is the client's.
         seed: fixes the initial weights.
         engine: ``'auto'``, ``'fast'`` or ``'general'``, as for FedAvg.
         verbose: print which engine each round took.
         aggregator: an ``ft.aggregators`` Aggregator for the clients'
             updates ``-g_c`` (default: the example-weighted mean).
+        memory_budget_mb: as for FedAvg: a round with more clients than
+            fit runs them in groups (McMahan et al.'s FedSGD baseline takes
+            every client in every round).
 
     The client datasets are read once per round in full (their ``repeat``
     only repeats examples, which leaves the average gradient unchanged).
@@ -67,7 +73,7 @@ def build_federated_sgd_process(model_fn, server_optimizer_fn=None, *, seed: int
     server = build_server(server_optimizer_fn, model, default_learning_rate=0.1)
     # The client optimizer is never stepped: SGD(1.0) only turns a gradient g into the update -g.
     return FederatedSGD(model, keras.optimizers.SGD(1.0), server, seed=seed, engine=engine, verbose=verbose,
-                        aggregator=aggregator).process
+                        aggregator=aggregator, memory_budget_mb=memory_budget_mb).process
 
 
 class GradientTrainer(fast.FastTrainer):
@@ -97,8 +103,9 @@ class GradientTrainer(fast.FastTrainer):
             ntv_new = [tf.ensure_shape(a, b.shape) for a, b in zip(ntv_new, ntv)]  # pfor may drop static shapes
             return t + 1, [a + g for a, g in zip(acc, grads)], ntv_new, ms_new, loss_sum + summed
 
+        real_steps = tf.reduce_sum(tf.cast(tf.reduce_any(mask > 0, axis=[0, 2]), tf.int32))  # the padding is a suffix
         _, acc, ntv, ms, loss_sum = tf.while_loop(
-            lambda t, *_: t < tf.shape(index)[1], step, (tf.constant(0), acc, ntv, ms, tf.zeros([clients])))
+            lambda t, *_: t < real_steps, step, (tf.constant(0), acc, ntv, ms, tf.zeros([clients])))
         n = tf.maximum(tf.reduce_sum(mask, axis=[1, 2]), 1.0)
         per_client = lambda a: tf.reshape(n, tf.concat([[-1], tf.ones_like(tf.shape(a)[1:])], 0))
         models = [w - lr * a / per_client(a) for w, a in zip(tv, acc)]
