@@ -221,3 +221,24 @@ def test_a_fedavg_state_is_refused_with_a_way_out():
     fedavg = ft.build_federated_averaging_process(model_fn)
     with pytest.raises(TypeError, match="expects the ScaffoldState .* start from process.initialize"):
         build().next(fedavg.initialize(), federated_data(ROUNDS[0]))
+
+
+def test_scaffold_reaches_the_target_accuracy_in_fewer_rounds_than_fedavg_on_label_skewed_digits():
+    """tools/drift_table.py's first setting, 6 rounds: 20 clients of mostly two labels, 20 local epochs."""
+    train, test = ft.drift.non_iid_digits(num_clients=20, labels_per_client=2)
+    data = ft.make_federated_data(train, train.client_ids, ft.preprocess_for_tutorial(num_epochs=20, seed=0))
+    test_data = ft.make_federated_data(test, test.client_ids, ft.preprocess_for_tutorial(1, 100, 0))
+
+    def digits_model():
+        net = keras.Sequential([keras.Input((784,)),
+                                keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")])
+        net.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(0.1),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy()])
+        return ft.from_compiled_keras_model(net, next(iter(data[0])))
+
+    fedavg = ft.drift.track(ft.build_federated_averaging_process(digits_model), data, rounds=6, test_data=test_data)
+    scaffold = ft.drift.track(ft.build_scaffold_process(digits_model, total_clients=20), data, rounds=6,
+                              test_data=test_data)
+    assert scaffold.rounds_to(0.6) is not None
+    assert scaffold.rounds_to(0.6) + 2 <= (fedavg.rounds_to(0.6) or 7), (fedavg.test_accuracy, scaffold.test_accuracy)
+    assert scaffold.drift[1:].mean() < 0.7 * fedavg.drift[1:].mean()

@@ -42,7 +42,7 @@ def processes(data, learning_rate: float, mu: float, seed: int) -> dict:
         return ft.from_compiled_keras_model(net, next(iter(data[0])))
 
     return {"FedAvg": ft.build_federated_averaging_process(model_fn, seed=seed),
-            f"FedProx (mu={mu:g})": ft.build_fedprox_process(model_fn, mu, seed=seed),
+            f"FedProx (mu={mu:g})": ft.build_fedprox_process(model_fn, mu=mu, seed=seed),
             "SCAFFOLD": ft.build_scaffold_process(model_fn, total_clients=CLIENTS, seed=seed)}
 
 
