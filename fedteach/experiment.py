@@ -490,7 +490,8 @@ def _build_process(config: ExperimentConfig, model_fn, aggregator):
     make_server = server_optimizer_fn(config.server_optimizer, config.server_learning_rate)
     server_fn = lambda: _reused(('server', config.server_optimizer, config.server_learning_rate), make_server)
     if config.algorithm == 'fedsgd':
-        return build_federated_sgd_process(model_fn, server_fn, seed=config.seed, aggregator=aggregator)
+        return build_federated_sgd_process(model_fn, server_optimizer_fn=server_fn, seed=config.seed,
+                                           aggregator=aggregator)
 
     def client_fn():  # called after model_fn: the model is built; one optimizer per shared model and rate
         model, make = model_fn(), lambda: keras.optimizers.SGD(config.client_learning_rate)

@@ -133,7 +133,7 @@ W0_64, B0_64 = W0.astype(np.float64), B0.astype(np.float64)
 @pytest.mark.parametrize("engine", ["fast", "general"])
 def test_fedprox_one_round_equals_numpy(engine):
     mu = 0.5
-    process = build_fedprox_process(model_fn, mu, engine=engine)
+    process = build_fedprox_process(model_fn, mu=mu, engine=engine)
     state, metrics = process.next(start(process), federated_data())
     assert process.path == engine
     deltas, counts = fedavg_deltas(W0_64, B0_64, mu)
@@ -148,12 +148,26 @@ def test_fedprox_one_round_equals_numpy(engine):
 
 def test_fedprox_with_mu_zero_is_fedavg_and_negative_mu_is_refused():
     a = ft.build_federated_averaging_process(model_fn)
-    b = build_fedprox_process(model_fn, 0.0)
+    b = build_fedprox_process(model_fn, mu=0.0)
     sa, _ = a.next(start(a), federated_data())
     sb, _ = b.next(start(b), federated_data())
     assert_weights(sa, *sb.model.trainable.values(), rtol=0, atol=0)
     with pytest.raises(ValueError, match="proximal_mu"):
-        build_fedprox_process(model_fn, -1.0)
+        build_fedprox_process(model_fn, mu=-1.0)
+
+
+def test_every_builder_takes_the_same_positional_arguments():
+    """model_fn, client_optimizer_fn, server_optimizer_fn, as the tutorial's FedAvg; the rest by keyword."""
+    client, server = (lambda: keras.optimizers.SGD(0.1)), (lambda: keras.optimizers.SGD(2.0))
+    fedavg = ft.build_federated_averaging_process(model_fn, client, server)
+    fedprox = build_fedprox_process(model_fn, client, server, mu=0.0)
+    sa, _ = fedavg.next(start(fedavg), federated_data())
+    sb, _ = fedprox.next(start(fedprox), federated_data())
+    assert_weights(sa, *sb.model.trainable.values(), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'mu'"):
+        build_fedprox_process(model_fn, 0.1)
+    with pytest.raises(TypeError, match="1 positional argument but 2 were given"):  # FedSGD's clients: no optimizer
+        build_federated_sgd_process(model_fn, server)
 
 
 # --- FedSGD -----------------------------------------------------------------------------------------
@@ -178,7 +192,7 @@ def test_fedsgd_one_round_equals_numpy(engine):
 def test_fedsgd_engines_agree_and_use_the_server_optimizer():
     states = {}
     for engine in ("fast", "general"):
-        process = build_federated_sgd_process(model_fn, lambda: optimizers.fed_adam(0.05), engine=engine)
+        process = build_federated_sgd_process(model_fn, server_optimizer_fn=lambda: optimizers.fed_adam(0.05), engine=engine)
         state = start(process)
         for _ in range(3):
             state, _ = process.next(state, federated_data())

@@ -14,14 +14,17 @@ from fedteach.rounds.fedavg import build_federated_averaging_process
 __all__ = ["build_fedprox_process"]
 
 
-def build_fedprox_process(model_fn, mu: float, client_optimizer_fn=None, server_optimizer_fn=None, **kwargs):
+def build_fedprox_process(model_fn, client_optimizer_fn=None, server_optimizer_fn=None, *, mu: float, **kwargs):
     """Builds FedProx as an :class:`IterativeProcess` (same interface and types as FedAvg).
 
     Args:
         model_fn: a function that builds a new :class:`fedteach.Model`.
-        mu: the proximal strength, >= 0 (Li et al. try 0.001 to 1; 0 is FedAvg).
         client_optimizer_fn: as for :func:`build_federated_averaging_process`.
         server_optimizer_fn: as for :func:`build_federated_averaging_process`.
+        mu: the proximal strength, >= 0 (Li et al. try 0.001 to 1; 0 is FedAvg);
+            keyword-only, so that the positional arguments mean what they
+            mean for every builder (``model_fn, client_optimizer_fn,
+            server_optimizer_fn``).
         **kwargs: ``seed``, ``engine``, ``verbose``, ``aggregator``.
 
     Example:
