@@ -238,10 +238,11 @@ def mask(client: int, values, secrets: ClientSecrets, public_keys: Sequence[int]
 
     Example:
         >>> keys = generate_keys(2, seed=0)
-        >>> y0 = mask(0, np.array([5], np.uint64), keys[0], [k.public_key for k in keys], 8)
-        >>> y1 = mask(1, np.array([7], np.uint64), keys[1], [k.public_key for k in keys], 8, self_mask=False)
-        >>> y0.client, y0.values.shape
-        (0, (1,))
+        >>> pks = [k.public_key for k in keys]
+        >>> y0 = mask(0, np.array([5], np.uint64), keys[0], pks, 8, self_mask=False)
+        >>> y1 = mask(1, np.array([7], np.uint64), keys[1], pks, 8, self_mask=False)
+        >>> int(y0.values[0]) != 5, int((y0.values[0] + y1.values[0]) % 256)   # masked; the pair's mask cancels
+        (True, 12)
     """
     m = _modulus(modulus_bits)
     values = np.asarray(values, np.uint64).ravel()
