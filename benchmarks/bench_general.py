@@ -30,12 +30,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet, with oneDNN off)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import fedteach as ft  # noqa: E402
 from bench_rounds import (LR, BoundRun, FedteachRun, Workload, emnist_sized_clients, linear_model,  # noqa: E402
                           measure)
 

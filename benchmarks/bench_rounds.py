@@ -42,13 +42,11 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet, with oneDNN off)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import fedteach as ft  # noqa: E402
 from fedteach.rounds import fast as ft_fast  # noqa: E402
 
 EMNIST_CLIENTS, EMNIST_EXAMPLES = 3383, 341873
