@@ -74,9 +74,9 @@ def _count(fraction: float, n: int) -> int:
     return min(n, math.floor(fraction * n + 0.5 + 1e-9))
 
 
-def _positions(fraction, n: int, context, name: str) -> np.ndarray:
+def _positions(fraction, n: int, context, rng: np.random.Generator, name: str) -> np.ndarray:
     if not callable(fraction):
-        return np.sort(context.rng().choice(n, size=_count(fraction, n), replace=False))
+        return np.sort(rng.choice(n, size=_count(fraction, n), replace=False))
     positions = np.unique(np.asarray(list(fraction(int(context.round_num))), dtype=np.int64))
     if positions.size and (positions.min() < 0 or positions.max() >= n):
         raise ValueError(f"{name}: round {context.round_num}'s malicious positions {positions.tolist()} must "
@@ -91,11 +91,12 @@ def _update_attack(fraction, corrupt: Callable, name: str, settings: str = "") -
 
     def transform(updates, weights, context):
         updates, weights = _check_updates(updates, weights)
-        bad = _positions(fraction, len(weights), context, name)
+        rng = context.rng()   # one stream: first who is malicious, then what random_update sends
+        bad = _positions(fraction, len(weights), context, rng, name)
         if bad.size:
             sizes = [int(np.prod(u.shape[1:])) for u in updates]
             flat = np.concatenate([u[bad].astype(np.float64).reshape(len(bad), -1) for u in updates], axis=1)
-            forged = corrupt(flat, context.rng())
+            forged = corrupt(flat, rng)
             updates = [u.copy() for u in updates]
             for u, part in zip(updates, np.split(forged, np.cumsum(sizes)[:-1], axis=1)):
                 u[bad] = part.reshape((len(bad),) + u.shape[1:]).astype(u.dtype)
@@ -336,8 +337,8 @@ def backdoor_test_data(test: ClientData, target: int = 0, size: int = 4) -> Clie
         >>> import fedteach as ft
         >>> _, test = ft.load_offline_digits(num_clients=10, seed=0)
         >>> triggered = backdoor_test_data(test, target=0)
-        >>> c = triggered.client_ids[0]
-        >>> set(triggered.client_arrays(c)['label'].tolist()), float(triggered.client_arrays(c)['pixels'][:, -2, -2].max())
+        >>> arrays = triggered.client_arrays(triggered.client_ids[0])
+        >>> set(arrays['label'].tolist()), float(arrays['pixels'][:, -2, -2].max())
         ({0}, 0.0)
     """
     if test.preprocess_fn is not None:
@@ -386,7 +387,8 @@ def evaluate_backdoor(evaluation, model_weights, test: ClientData, client_ids: S
         ...     net.compile(loss='sparse_categorical_crossentropy', optimizer=keras.optimizers.SGD(0.02),
         ...                 metrics=[keras.metrics.SparseCategoricalAccuracy()])
         ...     return ft.from_compiled_keras_model(net, batch)
-        >>> process, evaluation = ft.build_federated_averaging_process(model_fn), ft.build_federated_evaluation(model_fn)
+        >>> process = ft.build_federated_averaging_process(model_fn)
+        >>> evaluation = ft.build_federated_evaluation(model_fn)
         >>> result = evaluate_backdoor(evaluation, process.initialize().model, test, test.client_ids, preprocess)
         >>> result['attack_success']   # all-zero weights predict class 0 for everything
         1.0

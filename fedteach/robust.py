@@ -27,7 +27,7 @@ something a malicious client could lie about.
 
 Example:
     >>> import numpy as np
-    >>> from fedteach.aggregators import RoundContext, chain
+    >>> from fedteach.aggregators import RoundContext
     >>> updates = [np.array([[1.0], [1.2], [0.9], [-50.0]])]   # 4 clients, the last one malicious
     >>> median().aggregate(updates, np.ones(4), RoundContext(1, 0))[0]
     [array([0.95])]
@@ -223,7 +223,7 @@ def multi_krum(f: int, m: int) -> Aggregator:
 
 
 def norm_bound(clip_norm: float) -> Aggregator:
-    """Norm bounding (Sun et al. 2019): each update scaled down to L2 norm at most ``clip_norm``, then the weighted mean.
+    """Norm bounding (Sun et al. 2019): each update scaled to L2 norm at most ``clip_norm``, then the weighted mean.
 
     This is ``chain(clip(clip_norm), weighted_mean())`` under its name from
     the backdoor literature: it reuses :func:`fedteach.aggregators.clip`
