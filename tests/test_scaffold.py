@@ -128,6 +128,27 @@ def test_two_rounds_equal_the_papers_algorithm_in_numpy(engine):
     assert state.round_num == 2
 
 
+def test_tf_data_pipelines_that_know_their_client_id_run_on_the_general_engine():
+    def tf_data(ids):  # plain tf.data datasets, iterated by tf.data (not laid out), named by hand
+        datasets = []
+        for client in ids:
+            dataset = DATA.create_tf_dataset_for_client(client).repeat(EPOCHS).batch(BATCH).to_tf_dataset()
+            dataset = dataset.map(lambda batch: batch)
+            dataset.client_id = client
+            datasets.append(dataset)
+        return datasets
+
+    process = build("auto")
+    state = start(process)
+    for ids in ROUNDS:
+        state, _ = process.next(state, tf_data(ids))
+    assert process.path == "general" and "ClientData" in process.path_reason
+    x_server, c, controls = scaffold(ROUNDS)
+    assert_close(state.model.trainable.values(), x_server)
+    assert_close(state.control.values(), c)
+    assert_close(state.client_controls["c3"].values(), controls["c3"])
+
+
 def test_the_server_control_variate_is_the_mean_of_all_clients_control_variates():
     state, _ = run(build())
     for name, c in state.control.items():  # clients never seen count as c_i = 0
@@ -202,7 +223,7 @@ def test_client_datasets_must_say_which_client_they_are():
     anonymous = tf.data.Dataset.from_tensor_slices(
         collections.OrderedDict(x=CLIENTS["c0"][0].astype(np.float32), y=CLIENTS["c0"][1][:, None].astype(np.int32)))
     with pytest.raises(ValueError, match=r"client #0 \(position in federated_data\) has a dataset without a "
-                                         r"client_id .* ft.make_federated_data"):
+                                         r"client_id .* ft.make_federated_data.* or set dataset.client_id"):
         process.next(process.initialize(), [anonymous.batch(BATCH)])
     with pytest.raises(ValueError, match="client 'c1' appears twice"):
         process.next(process.initialize(), federated_data(["c1", "c1"]))

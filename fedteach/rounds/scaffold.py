@@ -130,7 +130,8 @@ def client_ids(federated_data) -> list:
                 f"SCAFFOLD keeps one control variate per client, keyed by client id, but client "
                 f"{client_name(dataset, index)} has a dataset without a client_id (a {type(dataset).__name__}). "
                 "Build the round's data with ft.make_federated_data(client_data, client_ids, preprocess) or "
-                "client_data.create_tf_dataset_for_client(id), which remember the id.")
+                "client_data.create_tf_dataset_for_client(id), which remember the id, or set "
+                "dataset.client_id = '<id>' on a dataset you built yourself.")
         if client_id in ids:
             raise ValueError(f"SCAFFOLD keeps one control variate per client, but client {client_id!r} appears "
                              "twice in this round. Sample distinct clients (e.g. ft.sample_clients).")
