@@ -276,3 +276,18 @@ def test_two_rounds_of_fedavg_with_each_aggregator_match_numpy(clients, name, ma
     assert set(make().measurement_names) <= set(metrics)
     if name.startswith("krum"):
         assert metrics["selected_client"] == reference_krum(updates, int(name[5]))[1]
+
+
+def test_the_general_engine_gives_the_fast_engines_robust_rounds(clients):
+    data, _ = clients
+    model_fn = model_fn_for(next(iter(data[0])))
+    finals = {}
+    for engine in ("fast", "general"):
+        process = ft.build_federated_averaging_process(model_fn, engine=engine, aggregator=robust.trimmed_mean(0.2))
+        state = process.initialize()
+        for _ in range(2):
+            state, metrics = process.next(state, data)
+        assert process.path == engine and metrics["trimmed_fraction"] == pytest.approx(2 / 7)
+        finals[engine] = state.model.trainable
+    for name in finals["fast"]:
+        np.testing.assert_allclose(finals["general"][name], finals["fast"][name], atol=1e-5)
