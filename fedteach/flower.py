@@ -41,6 +41,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -347,7 +348,7 @@ class FederationResult:
 
     rounds: list          # one dict per round: metrics, seconds, bytes_down, bytes_up, param bytes
     seconds: float        # wall time from the first process start to the last process gone
-    pids: list            # every process the federation started (all gone when this returns)
+    pids: list            # every process that ran in the federation, the short-lived ones included (all gone)
     workdir: str          # the app, configs and logs (deleted unless keep_workdir)
     logs: dict            # process name -> log text
     ended: float = 0.0    # time.time() when every process was gone
@@ -363,6 +364,19 @@ client_app = _apps[1]
 
 
 def _free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that were free a moment ago.
+
+    A port is free again when this returns, so another program may take it
+    before Flower binds it; Flower checks a port before binding it and then
+    exits with "already in use", and :func:`run_local_federation` restarts
+    that process with new ports (see ``_start_listening``). Holding the port
+    instead (``SO_REUSEPORT``) is not possible: Flower's check binds without it.
+
+    Example:
+        >>> a, b = _free_ports(2)
+        >>> a != b and 1024 <= min(a, b)
+        True
+    """
     socks = []
     try:
         for _ in range(n):
@@ -469,6 +483,14 @@ def run_local_federation(experiment: str, *, num_rounds: int | None = None, expe
     a Flower App Bundle with ``flwr run``; the ServerApp writes the per-round
     results to a file that this function reads.
 
+    Nothing is left behind: a watchdog process (:mod:`fedteach.flower_watchdog`)
+    stops every process of the run and removes its work folder (the clients'
+    data, readable by this user only) when this function returns, and also
+    when the process that called it dies (a Jupyter kernel restarted or
+    killed). Flower's telemetry is off unless ``FLWR_TELEMETRY_ENABLED`` is
+    set. A process whose port another program took first is started again
+    with new ports.
+
     Args:
         experiment: ``"module:attribute"`` naming a :class:`FlowerExperiment`
             (or a function returning one).
@@ -487,24 +509,18 @@ def run_local_federation(experiment: str, *, num_rounds: int | None = None, expe
     experiment_file = pathlib.Path(experiment_file) if experiment_file else None
     rounds = int(num_rounds or exp.num_rounds)
 
+    from fedteach import flower_watchdog  # psutil comes with the flower extra
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="fedteach-flower-"))
+    os.chmod(workdir, 0o700)  # the clients' data and the run's files: this user only
+    watchdog = _start_watchdog(workdir, keep_workdir)  # from here on, the folder goes with this process
     result_path = workdir / "result.json"
-    _write_app(workdir / "app", experiment, experiment_file, rounds, result_path)
-    flwr_home = workdir / "flwr_home"
-    flwr_home.mkdir()
-    superlink_port, *node_ports = _free_ports(1 + 2 * len(exp.client_ids))
-    (flwr_home / "config.toml").write_text(
-        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{superlink_port}"\n'
-        'insecure = true\n')
-    # Each client's data: only its own writer's examples, in a file of its own.
-    data_dir = workdir / "data"
-    data_dir.mkdir()
-    for cid in exp.client_ids:
-        np.savez(data_dir / f"{cid}.npz", **exp.client_data.client_arrays(cid))
-
+    data_dir, flwr_home = workdir / "data", workdir / "flwr_home"
     bindir = pathlib.Path(sys.executable).parent
+    # Telemetry off unless the user turned it on; every process of the run carries the watchdog's marker.
     env = dict(os.environ, FLWR_HOME=str(flwr_home), PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONUNBUFFERED="1", FLWR_DISABLE_UPDATE_CHECK="1", TF_CPP_MIN_LOG_LEVEL="2")
+               PYTHONUNBUFFERED="1", FLWR_DISABLE_UPDATE_CHECK="1", TF_CPP_MIN_LOG_LEVEL="2",
+               FLWR_TELEMETRY_ENABLED=os.environ.get("FLWR_TELEMETRY_ENABLED", "0"))
+    env[flower_watchdog.MARKER] = str(workdir)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(experiment_file.parent)] if experiment_file else []) + (os.pathsep + env["PYTHONPATH"]
                                                                        if env.get("PYTHONPATH") else "")
@@ -519,16 +535,23 @@ def run_local_federation(experiment: str, *, num_rounds: int | None = None, expe
 
     t0 = time.perf_counter()
     try:
-        start("superlink", ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(superlink_port),
-                            "--database", str(workdir / "state.db"), "--disable-runtime-dependency-installation",
-                            "--health-server-address", f"127.0.0.1:{_free_ports(1)[0]}"])
-        _wait_for_port(superlink_port, procs["superlink"], timeout=60)
-        for i, cid in enumerate(exp.client_ids):
-            start(f"supernode-{cid}", [
-                "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
-                "--host", "127.0.0.1", "--port", str(node_ports[2 * i]),
-                "--health-server-address", f"127.0.0.1:{node_ports[2 * i + 1]}",
-                "--node-config", f'writer-id="{cid}" data-path="{data_dir / (cid + ".npz")}"'])
+        _write_app(workdir / "app", experiment, experiment_file, rounds, result_path)
+        flwr_home.mkdir()
+        # Each client's data: only its own writer's examples, in a file of its own.
+        data_dir.mkdir()
+        for cid in exp.client_ids:
+            np.savez(data_dir / f"{cid}.npz", **exp.client_data.client_arrays(cid))
+        superlink_port = _start_listening(start, procs, workdir, {"superlink": lambda port, health: [
+            "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port), "--database",
+            str(workdir / "state.db"), "--disable-runtime-dependency-installation", "--health-server-address",
+            f"127.0.0.1:{health}"]})["superlink"]
+        (flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{superlink_port}"\n'
+            'insecure = true\n')
+        _start_listening(start, procs, workdir, {f"supernode-{cid}": lambda port, health, cid=cid: [
+            "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
+            "--host", "127.0.0.1", "--port", str(port), "--health-server-address", f"127.0.0.1:{health}",
+            "--node-config", f'writer-id="{cid}" data-path="{data_dir / (cid + ".npz")}"'] for cid in exp.client_ids})
         cli = subprocess.run([str(bindir / "flwr"), "run", str(workdir / "app"), "loopback", "--stream"],
                              cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
                              start_new_session=True)
@@ -547,10 +570,66 @@ def run_local_federation(experiment: str, *, num_rounds: int | None = None, expe
         if verbose:
             for name, text in logs.items():
                 print(f"----- {name}\n{text}")
+        known.update(watchdog.finish())  # every process that ran, the short-lived ones included
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return FederationResult(result["rounds"], time.perf_counter() - t0, sorted(known), str(workdir), logs,
                             time.time())
+
+
+class _Watchdog:
+    """The running :mod:`fedteach.flower_watchdog` and the process ids it has reported."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.pids = proc, set()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.strip().isdigit():
+                self.pids.add(int(line))
+
+    def finish(self, timeout: float = 30.0) -> set:
+        """Closes the watchdog's input (it stops what is left and removes the folder if asked); its pids."""
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._reader.join(timeout)
+        return self.pids
+
+
+def _start_watchdog(workdir: pathlib.Path, keep_workdir: bool) -> _Watchdog:
+    """Starts :mod:`fedteach.flower_watchdog` in a session of its own: it outlives this process, however this
+    process ends (its input then closes)."""
+    script = pathlib.Path(__file__).with_name("flower_watchdog.py")  # run as a file: it needs no TensorFlow
+    proc = subprocess.Popen([sys.executable, str(script), str(workdir), "keep" if keep_workdir else "remove"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    return _Watchdog(proc)
+
+
+def _start_listening(start, procs: dict, workdir: pathlib.Path, commands: dict, tries: int = 3) -> dict:
+    """Starts every ``name`` of ``commands`` with ``commands[name](port, health_port)``, all at once, and waits
+    until each listens on its port; one that another program's port-taking made exit ("already in use") is
+    started again with new ports. Returns each name's port."""
+    ports = {}
+    for name, args_for in commands.items():
+        ports[name] = _free_ports(2)
+        start(name, args_for(*ports[name]))
+    for name, args_for in commands.items():
+        for attempt in range(tries):
+            try:
+                _wait_for_port(ports[name][0], procs[name], timeout=60)
+                break
+            except RuntimeError as error:
+                log = (workdir / f"{name}.log").read_text(errors="replace")
+                if "already in use" not in log or attempt == tries - 1:
+                    raise RuntimeError(f"{name}: {error}; its log ends:\n{log[-3000:]}") from None
+                ports[name] = _free_ports(2)
+                start(name, args_for(*ports[name]))
+    return {name: port for name, (port, _) in ports.items()}
 
 
 def _wait_for_port(port: int, proc, timeout: float) -> None:

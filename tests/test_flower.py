@@ -6,7 +6,12 @@ ServerApp/ClientApp processes they spawn) on loopback, runs 3 rounds of the
 tutorial's workload and checks the losses against fedteach's simulation and
 that every process it started is gone afterwards (~1.5 minutes on 2 cores).
 """
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import flwr  # noqa: F401  (the optional extra must be installed: a missing one fails, never skips)
 import numpy as np
@@ -14,7 +19,7 @@ import psutil
 import pytest
 
 import fedteach as ft
-from fedteach import flower
+from fedteach import flower, flower_watchdog
 
 NUM_CLIENTS, NUM_ROUNDS = 3, 3
 
@@ -53,9 +58,15 @@ LOSS_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def experiment_module(tmp_path_factory):
+def experiment_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("experiment")
     (folder / "tutorial_experiment.py").write_text(EXPERIMENT)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def experiment_module(experiment_folder):
+    folder = experiment_folder
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(folder))
     yield "tutorial_experiment:experiment"
@@ -116,3 +127,39 @@ def test_same_losses_in_simulation_and_on_real_flower_processes(experiment_modul
     mine = [p.info for p in psutil.process_iter(["pid", "cmdline"])
             if any(result.workdir in part for part in (p.info["cmdline"] or []))]
     assert not mine, f"processes still using the federation's folder: {mine}"
+
+
+def commands(procs) -> list[str]:
+    """The command lines of the processes still there."""
+    lines = []
+    for proc in procs:
+        try:
+            lines.append(" ".join(proc.cmdline()))
+        except psutil.Error:
+            pass
+    return lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_federation_dies_with_the_process_that_started_it(experiment_folder, tmp_path, sig):
+    """A Jupyter kernel restarted or killed during a round: no process and no work folder after 10 s."""
+    script = (f"import sys; sys.path.insert(0, {str(experiment_folder)!r}); from fedteach import flower; "
+              "flower.run_local_federation('tutorial_experiment:experiment', num_rounds=100)")
+    starter = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, TMPDIR=str(tmp_path)),
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, workdir, running = time.monotonic() + 300, None, []
+    while time.monotonic() < deadline and not any("flwr-clientapp" in line for line in running):
+        time.sleep(0.5)  # until a ClientApp trains: the run is in a round
+        workdir = next(iter(tmp_path.glob("fedteach-flower-*")), workdir)
+        running = commands(flower_watchdog.members(str(workdir))) if workdir else []
+    assert workdir is not None and running, "the federation did not start a round within 300 s"
+    assert (workdir / "data").is_dir() and oct(workdir.stat().st_mode & 0o777) == "0o700"
+
+    starter.send_signal(sig)
+    starter.wait(30)
+    killed = time.monotonic()
+    while time.monotonic() - killed < 10 and (flower_watchdog.members(str(workdir)) or workdir.exists()):
+        time.sleep(0.2)
+    left = commands(flower_watchdog.members(str(workdir)))
+    assert not left, f"processes left running 10 s after {sig.name}: {left}"
+    assert not workdir.exists(), f"the work folder with the clients' data is still there 10 s after {sig.name}"
