@@ -11,6 +11,9 @@ WRONG = {
         # Forgets the ServerApp.
         "def processes_started(num_clients, num_rounds):\n"
         "    return 1 + num_clients + num_clients * num_rounds",
+        # Counts only the processes that take part in learning: forgets the SuperExecs and `flwr run`.
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return 2 + num_clients + num_clients * num_rounds",
     ],
     "q2": [
         # Counts one direction only.
