@@ -139,7 +139,7 @@ def build(out: pathlib.Path = BUILD / 'site', *, fast: bool = False, only: list[
     """
     notebooks = sorted(p for p in NOTEBOOKS.glob('*.ipynb') if not only or p.name.startswith(tuple(only)))
     if not notebooks:
-        raise SystemExit(f'no notebook in {NOTEBOOKS} matches {only}; names start with 01_ ... 08_.')
+        raise SystemExit(f'no notebook in {NOTEBOOKS} matches {only}; names start with two digits, e.g. 01_ or 10_.')
     source = out.parent / f'{out.name}-src'
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns('_build'))
