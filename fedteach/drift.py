@@ -206,11 +206,19 @@ def track(process, federated_data, rounds: int, *, test_data=None, clients_per_r
 
 
 def _projection(histories) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and the top two principal directions of every model of ``histories`` (one frame for all)."""
+    """The mean and the top two principal directions of every model of ``histories`` (one frame for all).
+
+    By randomized subspace iteration (Halko et al. 2011), seeded: a full SVD of thousands of models of thousands
+    of parameters takes seconds, this a fraction of one, and agrees on the top directions.
+    """
     points = np.concatenate([np.concatenate([h.global_models, *h.client_models]) for h in histories])
     mean = points.mean(axis=0)
-    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
-    return mean, vt[:2]
+    centered = (points - mean).astype(np.float64)
+    basis = np.random.default_rng(0).normal(size=(centered.shape[1], min(10, *centered.shape)))
+    for _ in range(6):
+        basis, _ = np.linalg.qr(centered.T @ (centered @ basis))
+    _, _, vt = np.linalg.svd(centered @ basis, full_matrices=False)
+    return mean, vt[:2] @ basis.T
 
 
 def plot(histories, *, fig=None, figsize=None) -> Figure:
@@ -263,8 +271,8 @@ def plot(histories, *, fig=None, figsize=None) -> Figure:
         path = project(h.global_models)
         for r, clients in enumerate(h.client_models):
             start, ends = path[r], project(clients)
-            for end in ends:
-                ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color=colors[r], lw=0.7, alpha=0.6))
+            ax.quiver(*np.broadcast_to(start, ends.shape).T, *(ends - start).T, angles="xy", scale_units="xy", scale=1,
+                      color=colors[r], alpha=0.6, width=0.002, headwidth=4, zorder=1)  # one artist for all arrows
             ax.scatter(*ends.T, s=10, color=colors[r], zorder=2)
             ax.scatter(*ends.mean(axis=0), marker="x", s=40, color=colors[r], zorder=3)
         ax.plot(*path.T, "-o", color="black", ms=3, lw=1.5, zorder=4, label="global model")

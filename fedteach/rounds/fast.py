@@ -17,12 +17,14 @@ of running each ``tf.data`` pipeline, the engine reads the recipe:
 
 Compiled once per architecture: the compiled round and evaluation functions
 depend only on the model's architecture (:func:`architecture_key`), the map
-functions and the raw examples' structure. Learning rate, FedProx's ``mu``
-and all the layout's sizes (clients, steps, batch, rows) are inputs of one
-trace; XLA compiles it once per distinct bucketed shape. The traces live in a
-module-level cache shared by every process and evaluation built from the same
-architecture, so a new process with other settings (a dashboard slider)
-reuses them instead of compiling again.
+functions and the raw examples' structure. Learning rate, FedProx's ``mu``,
+SCAFFOLD's per-client corrections and all the layout's sizes (clients, steps,
+batch, rows) are inputs of one trace (a round with corrections is a trace of
+its own, so FedAvg's round stays as it was); XLA compiles it once per distinct
+bucketed shape. The traces live in a module-level cache shared by every
+process and evaluation built from the same architecture, so a new process
+with other settings (a dashboard slider) reuses them instead of compiling
+again.
 """
 from __future__ import annotations
 

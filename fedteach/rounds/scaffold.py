@@ -174,8 +174,15 @@ class Scaffold(FederatedAveraging):
         zero = [np.zeros_like(c) for c in control]  # a client never seen has c_i = 0
         mine = [list(state.client_controls[i].values()) if i in state.client_controls else zero for i in ids]
         self._corrections = [np.stack([c - m[k] for m in mine]) for k, c in enumerate(control)]
-        new_state, metrics = super().next(state, federated_data)
+        new_state, metrics = super().next(state, federated_data)  # a diverging round raises here: nothing changes
+        control, client_controls = self._new_controls(state, ids, mine)
+        return ScaffoldState(new_state.model, new_state.optimizer_state, control, client_controls), metrics
+
+    def _new_controls(self, state: ScaffoldState, ids: list, mine: list):
+        """Option II after the round: each client's ``c_i+ = c_i - c + (x - y_i) / (K eta_l)``, and
+        ``c + (1/N) sum_i (c_i+ - c_i)``."""
         clients, steps = self._local
+        names, control = list(state.control), list(state.control.values())
         x = list(state.model.trainable.values())
         client_controls = collections.OrderedDict(state.client_controls)
         change = [np.zeros_like(c) for c in control]
@@ -187,8 +194,7 @@ class Scaffold(FederatedAveraging):
             change = [a + n - m for a, n, m in zip(change, new, mine[i])]
             client_controls[client_id] = collections.OrderedDict(zip(names, new))
         n = np.float32(self.total_clients)
-        new_control = collections.OrderedDict((k, c + a / n) for k, c, a in zip(names, control, change))
-        return ScaffoldState(new_state.model, new_state.optimizer_state, new_control, client_controls), metrics
+        return collections.OrderedDict((k, c + a / n) for k, c, a in zip(names, control, change)), client_controls
 
     def _fast_round(self, state, federated_data, round_num):
         layout = self.layouter.layout(federated_data, np.random.default_rng([self.seed, round_num]))
