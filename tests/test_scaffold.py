@@ -212,6 +212,17 @@ def test_a_checkpoint_keeps_the_control_variates(tmp_path):
             np.testing.assert_array_equal(resumed.client_controls[client][name], value)
 
 
+def test_a_checkpoint_of_one_algorithm_is_refused_by_a_process_of_the_other(tmp_path):
+    scaffold_state, _ = run(build(), ROUNDS[:1])
+    fedavg = ft.build_federated_averaging_process(model_fn)
+    ft.save_checkpoint(tmp_path / "scaffold.npz", scaffold_state)
+    ft.save_checkpoint(tmp_path / "fedavg.npz", fedavg.initialize())
+    with pytest.raises(ft.CheckpointError, match="holds SCAFFOLD's .* but this process keeps a plain ServerState"):
+        ft.load_checkpoint(tmp_path / "scaffold.npz", fedavg)
+    with pytest.raises(ft.CheckpointError, match="holds a plain ServerState but this process keeps SCAFFOLD's"):
+        ft.load_checkpoint(tmp_path / "fedavg.npz", build())
+
+
 def test_a_round_with_more_clients_than_the_population_is_refused():
     process = ft.build_scaffold_process(model_fn, total_clients=2)
     with pytest.raises(ValueError, match=r"has 3 clients but the process was built with total_clients=2"):
