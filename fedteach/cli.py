@@ -82,6 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dp-delta", type=float, default=1e-5, help="delta that epsilon is reported for")
     parser.add_argument("--bits", type=int, default=None,
                         help="compress each client update to this many bits per number (1-16), reports bytes sent")
+    parser.add_argument("--attack", choices=["sign_flip", "scale_update", "random_update", "label_flip", "backdoor"],
+                        default=None, help="make --malicious-fraction of the clients malicious (default: none)")
+    parser.add_argument("--malicious-fraction", type=float, default=0.3,
+                        help="share of the clients that are malicious, with --attack")
+    parser.add_argument("--robust", choices=["median", "trimmed_mean", "krum", "multi_krum", "norm_bound"],
+                        default=None, help="a robust aggregator instead of the weighted mean (default: none)")
     parser.add_argument("--epochs", type=int, default=10, help="local epochs per round")
     parser.add_argument("--batch-size", type=int, default=20, help="examples per local SGD step")
     parser.add_argument("--seed", type=int, default=0,
@@ -130,7 +136,8 @@ def config_from_args(args):
         rounds=args.rounds, seed=args.seed, random_clients=args.random_clients, model=args.model,
         algorithm=args.algorithm, proximal_mu=(0.01 if args.mu is None else args.mu) if args.algorithm == "fedprox" else 0.0,
         server_optimizer=args.server_optimizer, dp_noise_multiplier=args.dp_noise, dp_clip_norm=args.dp_clip,
-        dp_delta=args.dp_delta, quantize_bits=args.bits)
+        dp_delta=args.dp_delta, quantize_bits=args.bits, attack=args.attack,
+        malicious_fraction=args.malicious_fraction, robust_aggregator=args.robust)
 
 
 def _fail(message: str) -> int:
@@ -157,6 +164,8 @@ def train(args) -> int:
     import fedteach as ft
     from fedteach.experiment import Experiment
 
+    if args.malicious_fraction != 0.3 and args.attack is None:
+        return _fail("--malicious-fraction applies to an attack only: add --attack (e.g. --attack sign_flip).")
     if args.mu is not None and args.algorithm != "fedprox":
         return _fail(f"--mu applies to FedProx only: add --algorithm fedprox (got --algorithm {args.algorithm}).")
     try:
@@ -185,6 +194,8 @@ def train(args) -> int:
         line += "".join(f" {name}={entry[name]:.6g}" for name in measurements)
         if entry.get("eval_loss") is not None:
             line += f"  eval: accuracy={entry['eval_accuracy']:.4f} loss={entry['eval_loss']:.4f}"
+        if entry.get("attack_success") is not None:
+            line += f" backdoor success={entry['attack_success']:.4f}"
         print(line, flush=True)
         if not args.quiet:
             print(_progress(entry["round"], args.rounds) + f" {time.perf_counter() - start:.1f}s",

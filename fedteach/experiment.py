@@ -32,18 +32,31 @@ import numpy as np
 from fedteach.data import make_federated_data, preprocess_for_tutorial
 from fedteach.evaluation import build_federated_evaluation
 from fedteach.models import from_compiled_keras_model
-from fedteach import aggregators
+from fedteach import aggregators, attacks
+from fedteach import robust as robust_aggregators
 from fedteach.optimizers import SERVER_OPTIMIZERS, server_optimizer_fn
 from fedteach.rounds import (DivergenceError, ServerState, build_federated_averaging_process,
                              build_federated_sgd_process, sample_clients)
 
-__all__ = ['ALGORITHMS', 'EXPLODING_LOSS_FACTOR', 'Experiment', 'ExperimentConfig', 'ExplodingLossWarning', 'MODELS', 'build_aggregator', 'build_keras_model']
+__all__ = ['ALGORITHMS', 'ATTACKS', 'ROBUST_AGGREGATORS', 'EXPLODING_LOSS_FACTOR', 'Experiment', 'ExperimentConfig', 'ExplodingLossWarning', 'MODELS', 'build_aggregator', 'build_keras_model']
 
 MODELS = ('linear', 'cnn')
 """Model names an :class:`ExperimentConfig` accepts."""
 
 ALGORITHMS = ('fedavg', 'fedprox', 'fedsgd')
 """Algorithm names an :class:`ExperimentConfig` accepts."""
+
+ATTACKS = ('sign_flip', 'scale_update', 'random_update', 'label_flip', 'backdoor')
+"""Attacks an :class:`ExperimentConfig` accepts (see :mod:`fedteach.attacks`): the first three corrupt the
+malicious clients' updates in each round, the last two their data."""
+
+ROBUST_AGGREGATORS = ('median', 'trimmed_mean', 'krum', 'multi_krum', 'norm_bound')
+"""Robust aggregators an :class:`ExperimentConfig` accepts (see :mod:`fedteach.robust`)."""
+
+SIGN_FLIP_SCALE, BOOST, BACKDOOR_TARGET, NORM_BOUND = 4.0, 10.0, 0, 0.3
+"""The attacks' and norm bounding's settings in an Experiment: sign flipping sends -4 x the update (a plain flip
+from 30% of the clients only slows FedAvg down), model replacement boosts it 10 x, the backdoor's trigger leads to
+digit 0, and norm bounding clips to 0.3 unless ``dp_clip_norm`` says otherwise (tools/attack_table.py)."""
 
 _SHARED_MODELS = {}  # (model name, input shape and dtypes) -> the wrapped Keras model that continued runs reuse
 _EVALUATIONS = {}  # (test and train data, evaluation settings) -> (test, train, client ids, datasets, description)
@@ -91,6 +104,18 @@ class ExperimentConfig:
         dp_clip_norm: clip client updates to this L2 norm (alone: clipping only).
         dp_delta: the delta of the reported (epsilon, delta).
         quantize_bits: with a value, client updates are quantized to this many bits.
+        attack: None, or one of :data:`ATTACKS`: ``malicious_fraction`` of
+            each round's clients send flipped (x -4), boosted (x 10) or
+            random updates, or that share of all writers has its labels
+            flipped or a backdoor (a 4x4 ink square means digit 0; the history
+            then has ``attack_success``).
+        malicious_fraction: the share of clients that are malicious, in [0, 1].
+        robust_aggregator: None (the weighted mean), or one of
+            :data:`ROBUST_AGGREGATORS`: the coordinate-wise median, the mean
+            trimmed by ``malicious_fraction`` on each side (at least 10%),
+            Krum or Multi-Krum for that many malicious clients per round (at
+            least 1), or the weighted mean of updates clipped to
+            ``dp_clip_norm`` (default 0.3).
 
     Raises:
         ValueError: a setting out of range, e.g. a learning rate <= 0.
@@ -126,6 +151,9 @@ class ExperimentConfig:
     dp_clip_norm: float | None = None
     dp_delta: float = 1e-5
     quantize_bits: int | None = None
+    attack: str | None = None
+    malicious_fraction: float = 0.3
+    robust_aggregator: str | None = None
 
     def __post_init__(self):
         for name in _POSITIVE_INTS:
@@ -159,8 +187,36 @@ class ExperimentConfig:
                     or value < low or (name in ('dp_clip_norm', 'dp_delta') and value == 0):
                 raise ValueError(f'{name} must be a finite number {">" if name in ("dp_clip_norm", "dp_delta") else ">="} '
                                  f'{low:g}, got {value!r}.')
+        if self.attack is not None and self.attack not in ATTACKS:
+            raise ValueError(f'attack must be None or one of {ATTACKS}, got {self.attack!r}.')
+        if self.robust_aggregator is not None and self.robust_aggregator not in ROBUST_AGGREGATORS:
+            raise ValueError(f'robust_aggregator must be None or one of {ROBUST_AGGREGATORS}, '
+                             f'got {self.robust_aggregator!r}.')
+        if self.robust_aggregator is not None and self.dp_noise_multiplier is not None:
+            raise ValueError(f'robust_aggregator={self.robust_aggregator!r} and dp_noise_multiplier both replace the '
+                             'mean of the updates; choose one (dp_clip_norm alone combines with either).')
+        fraction = self.malicious_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating, np.integer)) \
+                or not 0 <= fraction <= 1:
+            raise ValueError(f'malicious_fraction must be a number from 0 to 1 (e.g. 0.3), got {fraction!r}.')
+        if self.robust_aggregator in ('krum', 'multi_krum') and self.clients_per_round <= 2 * self.krum_f + 2:
+            raise ValueError(f'robust_aggregator={self.robust_aggregator!r} allows for f={self.krum_f} malicious '
+                             f'clients per round and needs more than 2f + 2 = {2 * self.krum_f + 2} clients per '
+                             f'round; got clients_per_round={self.clients_per_round}: choose at least '
+                             f'{2 * self.krum_f + 3}.')
         if self.quantize_bits is not None and (not _is_int(self.quantize_bits) or not 1 <= self.quantize_bits <= 16):
             raise ValueError(f'quantize_bits must be an integer from 1 to 16, got {self.quantize_bits!r}.')
+
+    @property
+    def krum_f(self) -> int:
+        """The malicious clients per round that Krum and Multi-Krum allow for: ``malicious_fraction`` of the
+        round's clients, at least 1.
+
+        Example:
+            >>> ExperimentConfig(clients_per_round=10, malicious_fraction=0.3).krum_f
+            3
+        """
+        return max(1, round(self.malicious_fraction * self.clients_per_round))
 
     def replace(self, **changes) -> 'ExperimentConfig':
         """A copy with some fields changed (validated again).
@@ -204,6 +260,10 @@ class ExperimentConfig:
             parts.append(f'DP z={self.dp_noise_multiplier:g}')
         if self.quantize_bits is not None:
             parts.append(f'{self.quantize_bits} bits')
+        if self.attack is not None:
+            parts.append(f'{self.attack} {self.malicious_fraction:.0%}')
+        if self.robust_aggregator is not None:
+            parts.append(self.robust_aggregator)
         return ', '.join(parts)
 
 
@@ -254,7 +314,11 @@ class Experiment:
     federated evaluation of the model after the round on the test data of
     the evaluation clients (see the module docs; None in rounds without
     evaluation, see ``config.evaluate_every``), and ``'evaluated_on'`` is
-    :attr:`evaluation_description`.
+    :attr:`evaluation_description`. The aggregator's measurements (e.g.
+    ``epsilon``, ``malicious_clients``) are added under their names, and
+    with ``attack='backdoor'`` the ``'attack_success'``: the share of the
+    evaluation clients' non-target digits, triggered, that the model calls
+    the target.
 
     A new Experiment of a model architecture already trained in this
     session reuses its compiled round and evaluation: changing a learning
@@ -299,6 +363,10 @@ class Experiment:
         if config.clients_per_round > len(train.client_ids):
             raise ValueError(f'clients_per_round={config.clients_per_round} but the training data has only '
                              f'{len(train.client_ids)} clients; choose at most {len(train.client_ids)}.')
+        if config.attack == 'label_flip':
+            train = attacks.flip_labels(train, config.malicious_fraction, seed=config.seed)
+        elif config.attack == 'backdoor':
+            train = attacks.backdoor(train, config.malicious_fraction, target=BACKDOOR_TARGET, seed=config.seed)
         self.train, self.test, self.config = train, test, config
         self.name = name if name is not None else f'run ({config.describe()})'
         self.preprocess = preprocess_for_tutorial(num_epochs=config.local_epochs, batch_size=config.batch_size,
@@ -342,6 +410,11 @@ class Experiment:
                                           _describe_evaluation(test, ids, training, config.random_clients))
         # The same evaluation as an earlier Experiment's reuses its datasets (and so their stacked examples).
         self.eval_client_ids, self.eval_data, self.evaluation_description = list(cached[2]), list(cached[3]), cached[4]
+        self.backdoor_data = None  # the evaluation clients' non-target examples, triggered, labelled the target
+        if config.attack == 'backdoor':
+            triggered = attacks.backdoor_test_data(test, BACKDOOR_TARGET)
+            ids = [c for c in self.eval_client_ids if c in set(triggered.client_ids)]
+            self.backdoor_data = make_federated_data(triggered, ids, eval_preprocess)
         if initial_state is not None:
             initial_state = _continued(initial_state, self.process.initialize())
         self.initial_state = initial_state
@@ -408,6 +481,8 @@ class Experiment:
         }
         for name in (self.aggregator.measurement_names if self.aggregator else ()):
             entry[name] = float(metrics[name])
+        if self.backdoor_data is not None:  # the share of triggered digits the model calls the target
+            entry['attack_success'] = _accuracy(self.evaluation(state.model, self.backdoor_data)) if evaluate else None
         warning = self._exploding(entry)
         if warning:
             entry['warning'] = warning
@@ -453,24 +528,46 @@ class Experiment:
 
 
 def build_aggregator(config: ExperimentConfig, total_clients: int):
-    """The aggregator a config asks for: None (weighted mean), clipping, DP mean, quantization.
+    """The aggregator a config asks for: None (weighted mean), or a chain of an update attack, quantization,
+    clipping and one reduction (the DP mean, a robust aggregator, or the weighted mean).
 
     Example:
         >>> build_aggregator(ExperimentConfig(dp_noise_multiplier=1.0, quantize_bits=8), 100).name
         'quantize(8 bits) -> dp_mean(z=1, clip=1)'
+        >>> build_aggregator(ExperimentConfig(attack='sign_flip', robust_aggregator='median'), 100).name
+        'sign_flip(0.3, scale=4) -> median'
         >>> build_aggregator(ExperimentConfig(), 100) is None
         True
     """
     stages = []
+    fraction = config.malicious_fraction
+    if config.attack == 'sign_flip':
+        stages.append(attacks.sign_flip(fraction, SIGN_FLIP_SCALE))
+    elif config.attack == 'scale_update':
+        stages.append(attacks.scale_update(fraction, BOOST))
+    elif config.attack == 'random_update':
+        stages.append(attacks.random_update(fraction))
     if config.quantize_bits is not None:
         stages.append(aggregators.quantize(config.quantize_bits))
+    robust = config.robust_aggregator
     if config.dp_noise_multiplier is not None:
         # Privacy amplification by sampling only holds when clients are sampled at random.
         stages.append(aggregators.dp_mean(config.dp_noise_multiplier, config.dp_clip_norm or 1.0,
                                           delta=config.dp_delta,
                                           total_clients=total_clients if config.random_clients else None))
-    elif config.dp_clip_norm is not None:
-        stages.insert(0, aggregators.clip(config.dp_clip_norm))
+    elif config.dp_clip_norm is not None and robust != 'norm_bound':
+        stages.append(aggregators.clip(config.dp_clip_norm))
+    malicious = config.krum_f
+    if robust == 'median':
+        stages.append(robust_aggregators.median())
+    elif robust == 'trimmed_mean':
+        stages.append(robust_aggregators.trimmed_mean(min(max(fraction, 0.1), 0.45)))
+    elif robust == 'krum':
+        stages.append(robust_aggregators.krum(malicious))
+    elif robust == 'multi_krum':
+        stages.append(robust_aggregators.multi_krum(malicious, max(config.clients_per_round - malicious, 1)))
+    elif robust == 'norm_bound':
+        stages.append(robust_aggregators.norm_bound(config.dp_clip_norm or NORM_BOUND))
     return aggregators.chain(*stages) if stages else None
 
 

@@ -31,10 +31,30 @@ def test_dp_rounds_report_epsilon(capsys):
     assert "epsilon=" in capsys.readouterr().out
 
 
+def test_an_attack_and_a_robust_aggregator_from_the_command_line(capsys):
+    assert cli.main(["--rounds", "1", "--epochs", "1", "--clients-per-round", "5", "--attack", "sign_flip",
+                     "--malicious-fraction", "0.4", "--robust", "median", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "malicious_clients=2 trimmed_fraction=" in out  # 40% of 5 clients each round
+
+
+def test_a_backdoor_reports_its_success_rate(capsys):
+    assert cli.main(["--rounds", "1", "--epochs", "1", "--attack", "backdoor", "--quiet"]) == 0
+    assert "backdoor success=" in capsys.readouterr().out
+
+
+def test_malicious_fraction_without_an_attack_is_refused(capsys):
+    assert cli.main(["--malicious-fraction", "0.5", "--rounds", "1"]) == 2
+    assert "add --attack" in _one_line_error(capsys)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--client-lr", "-0.1"], "client_learning_rate must be a finite number > 0"),
     (["--batch-size", "0"], "batch_size must be an integer >= 1"),
     (["--bits", "40"], "quantize_bits must be an integer from 1 to 16"),
+    (["--attack", "sign_flip", "--malicious-fraction", "1.5"], "malicious_fraction must be a number from 0 to 1"),
+    (["--robust", "median", "--dp-noise", "1.0"], "choose one"),
+    (["--robust", "krum", "--clients-per-round", "4"], "needs more than 2f + 2 = 4 clients per round"),
 ])
 def test_bad_settings_exit_with_a_message(args, message, capsys):
     assert cli.main(args + ["--rounds", "1"]) == 2

@@ -30,6 +30,10 @@ def data():
     ({'batch_size': True}, 'batch_size'),
     ({'random_clients': 'yes'}, 'random_clients'),
     ({'model': 'resnet'}, "model must be one of"),
+    ({'attack': 'poison'}, "attack must be None or one of"),
+    ({'robust_aggregator': 'mode'}, "robust_aggregator must be None or one of"),
+    ({'malicious_fraction': -0.1}, "malicious_fraction must be a number from 0 to 1"),
+    ({'robust_aggregator': 'median', 'dp_noise_multiplier': 1.0}, "choose one"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -180,3 +184,23 @@ def test_an_exploding_loss_warns_once_naming_the_round_and_the_learning_rate():
     with pytest.warns(ft.experiment.ExplodingLossWarning, match=r"round 1: the training loss .* \(client 1e\+09"):
         experiment.run()
     assert sum('warning' in entry for entry in experiment.history) == 1
+
+
+def test_malicious_clients_and_a_robust_aggregator(data):
+    """Each round, 40% of 5 clients send -4x their update: FedAvg's loss explodes, the median's does not."""
+    train, test = data
+    attacked = FAST.replace(clients_per_round=5, rounds=4, attack='sign_flip', malicious_fraction=0.4)
+    fedavg = Experiment(train, test, attacked).run()
+    median = Experiment(train, test, attacked.replace(robust_aggregator='median')).run()
+    assert [entry['malicious_clients'] for entry in median] == [2, 2, 2, 2]
+    assert all(0 < entry['trimmed_fraction'] < 1 for entry in median)
+    assert median[-1]['eval_loss'] < fedavg[-1]['eval_loss'] / 4
+    assert attacked.replace(robust_aggregator='median').describe().endswith('sign_flip 40%, median')
+
+
+def test_a_backdoor_experiment_measures_the_attack_success(data):
+    train, test = data
+    history = Experiment(train, test, FAST.replace(attack='backdoor', malicious_fraction=0.5)).run()
+    assert all(0 <= entry['attack_success'] <= 1 for entry in history)
+    flipped = Experiment(train, test, FAST.replace(attack='label_flip', malicious_fraction=1.0)).run()
+    assert 'attack_success' not in flipped[0]

@@ -22,6 +22,7 @@ FIELD_LABELS = {
     'eval_clients': 'test clients evaluated', 'algorithm': 'algorithm', 'proximal_mu': 'FedProx mu',
     'server_optimizer': 'server optimizer', 'dp_noise_multiplier': 'DP noise multiplier',
     'dp_clip_norm': 'clip updates to norm', 'dp_delta': 'DP delta', 'quantize_bits': 'quantize updates (bits)',
+    'attack': 'attack', 'malicious_fraction': 'malicious share', 'robust_aggregator': 'robust aggregator',
 }
 """How the panel and the status line name each :class:`~fedteach.experiment.ExperimentConfig` field."""
 

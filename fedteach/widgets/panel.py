@@ -6,7 +6,7 @@ import math
 
 import ipywidgets as w
 
-from fedteach.experiment import ALGORITHMS, MODELS, ExperimentConfig
+from fedteach.experiment import ALGORITHMS, ATTACKS, MODELS, ROBUST_AGGREGATORS, ExperimentConfig
 from fedteach.optimizers import SERVER_OPTIMIZERS
 from fedteach.widgets._display import widget_bundle
 from fedteach.widgets.controller import FIELD_LABELS, format_value
@@ -40,6 +40,9 @@ TOOLTIPS = {
     'dp_clip_norm': 'Clip each client update to this L2 norm',
     'dp_delta': 'The delta of the reported (epsilon, delta)',
     'quantize_bits': 'Quantize client updates to this many bits',
+    'attack': 'Malicious clients: flipped (x-4), boosted (x10) or random updates; flipped labels; a backdoor',
+    'malicious_fraction': 'The share of clients that are malicious',
+    'robust_aggregator': 'Instead of the mean: median, trimmed mean, Krum, Multi-Krum, or norm bounding',
 }
 """What each input's tooltip explains (every widget gets a tooltip: an unset one shows "null")."""
 
@@ -209,6 +212,11 @@ class HyperparameterPanel:
                 'dp_clip_norm': choice('dp_clip_norm', (None, 0.1, 0.5, 1.0, 5.0)),
                 'dp_delta': float_box('dp_delta', 1e-12, 1.0, 1e-5),
                 'quantize_bits': choice('quantize_bits', (None, 1, 2, 4, 8, 16)),
+                'attack': dropdown('attack', [('none', None)] + [(a, a) for a in ATTACKS]),
+                'malicious_fraction': w.FloatSlider(value=config.malicious_fraction, min=0.0, max=1.0, step=0.05,
+                                                    readout_format='.2f', **common('malicious_fraction')),
+                'robust_aggregator': dropdown('robust_aggregator',
+                                              [('weighted mean', None)] + [(a, a) for a in ROBUST_AGGREGATORS]),
                 'shuffle_buffer': int_box('shuffle_buffer', 0, 1_000_000),
                 'evaluate_every': int_slider('evaluate_every', 1, 20),
                 'eval_clients': int_box('eval_clients', 1, 100_000),
@@ -219,7 +227,7 @@ class HyperparameterPanel:
             self.widgets.update(more)
             folded = w.Accordion(children=[w.VBox([self._view(name) for name in more])], selected_index=None,
                                  titles=('more settings: model, server, FedProx, privacy, compression, '
-                                         'evaluation',))
+                                         'attacks, evaluation',))
             children.append(folded)
         self.widget = w.VBox(children)
 
