@@ -26,9 +26,7 @@ the process's peak < 2 GiB.
 """
 from __future__ import annotations
 
-import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,12 +36,11 @@ import time
 import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet, with oneDNN off)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_rounds import LR, emnist_sized_clients, linear_model, model_fn_for, rss_mib  # noqa: E402
+from bench_rounds import LR, linear_model, machine_line, model_fn_for, rss_mib  # noqa: E402
 
 ROUNDS = 5
 REFERENCE_CLIENTS = 50
@@ -82,10 +79,7 @@ def report(name, times, examples, reference_per_example=None):
 
 
 def main():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}  machine {cpu}, {os.cpu_count()} cores  "
-          f"TF {tf.__version__}  Keras {keras.__version__}  Python {platform.python_version()}")
+    print(machine_line())
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "train.h5")
         t = time.perf_counter()

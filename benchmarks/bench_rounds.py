@@ -292,11 +292,16 @@ def emnist_sized_clients():
     return ft.make_emnist_like_clients(EMNIST_CLIENTS, sizes, seed=0, noise=0.3)
 
 
-def main():
+def machine_line() -> str:
+    """The date, the CPU and the versions, for the first line of a benchmark's output."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
-    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}  machine {cpu}, {os.cpu_count()} cores  "
-          f"TF {tf.__version__}  Keras {keras.__version__}  Python {platform.python_version()}")
+    return (f"date {datetime.datetime.now().isoformat(timespec='seconds')}  machine {cpu}, {os.cpu_count()} cores  "
+            f"TF {tf.__version__}  Keras {keras.__version__}  Python {platform.python_version()}")
+
+
+def main():
+    print(machine_line())
     with tempfile.TemporaryDirectory() as folder:
         cd, written, opened, read10 = data_access(folder)
         t = time.perf_counter()

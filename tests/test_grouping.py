@@ -10,6 +10,7 @@ import fedteach as ft
 from fedteach.data.client_data import release_mapped_pages
 from fedteach.rounds import grouping
 from test_engines import SPEC, cnn, linear, tutorial_preprocess
+from test_engines import run as rounds
 
 SIZES = [40, 33, 47, 20, 38, 41, 35, 46]
 
@@ -28,14 +29,6 @@ def build(kind=ft.build_federated_averaging_process, net=linear, **kwargs):
     if kind is ft.build_federated_sgd_process:
         return kind(model_fn, **kwargs)
     return kind(model_fn, lambda: keras.optimizers.SGD(0.05), **kwargs)
-
-
-def rounds(process, data, n=2):
-    state, history = process.initialize(), []
-    for _ in range(n):
-        state, metrics = process.next(state, data)
-        history.append(dict(metrics))
-    return state, history
 
 
 def assert_same(a, b):
@@ -87,7 +80,7 @@ def test_grouping_keeps_aggregators_fedsgd_and_fedprox_exact(data):
 
 
 def test_grouping_works_for_a_cnn(data):
-    assert_same(rounds(build(net=cnn), data, n=1), rounds(build(net=cnn, memory_budget_mb=2.0), data, n=1))
+    assert_same(rounds(build(net=cnn), data, rounds=1), rounds(build(net=cnn, memory_budget_mb=2.0), data, rounds=1))
 
 
 def test_an_empty_client_in_a_grouped_round_is_skipped_with_a_warning(data):
