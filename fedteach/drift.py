@@ -63,7 +63,8 @@ def non_iid_digits(num_clients: int = 20, labels_per_client: int = 2, *, writers
         ([3, 2, 4, 2, 2, 3, 4, 2, 3, 2], ['test'])
     """
     train, test = load_offline_digits(num_clients=writers, seed=seed, test_examples_per_client=30)
-    pooled = lambda cd: {k: np.concatenate([cd.client_arrays(c)[k] for c in cd.client_ids]) for k in ("pixels", "label")}
+    pooled = lambda cd: {k: np.concatenate([cd.client_arrays(c)[k] for c in cd.client_ids])
+                         for k in ("pixels", "label")}
     arrays = pooled(train)
     split = ClientData.from_partition(arrays, partition_shards(arrays["label"], num_clients, labels_per_client, seed))
     return split, ClientData.from_arrays({"test": pooled(test)})
