@@ -181,10 +181,8 @@ def track(process, federated_data, rounds: int, *, test_data=None, clients_per_r
                          f"would keep {recorded / 2**20:,.0f} MiB of models (at most {MAX_RECORDED_BYTES >> 20} MiB). "
                          "Track fewer rounds or clients per round, or a smaller model.")
     evaluator = fast.FastEvaluator(engine.model)
-    aggregator = engine.aggregator
-    # The engine keeps the clients' models of a round only when its aggregator needs them: ask it to (the update
-    # it then computes from them is the same mean, to float tolerance).
-    engine.aggregator = aggregator._replace(needs_clients=True)
+    kept = engine.keep_clients
+    engine.keep_clients = True  # the engine keeps every round's client models (the update is computed as before)
     state = process.initialize() if state is None else state
     history = DriftHistory([], [_flat(state.model)], [], [], [], [])
     try:
@@ -201,7 +199,7 @@ def track(process, federated_data, rounds: int, *, test_data=None, clients_per_r
                 history.test_accuracy.append(float(np.mean(_accuracies(evaluator, name, state.model, test_data))))
             history.metrics.append(dict(metrics))
     finally:
-        engine.aggregator = aggregator
+        engine.keep_clients = kept
     history.global_models = np.stack(history.global_models)
     return history
 

@@ -240,6 +240,7 @@ class FederatedAveraging:
         self.proximal_mu = float(proximal_mu)
         self.aggregator = _aggregators.resolve(aggregator)
         self._clients = None  # the last round's (stacked client weights, counts), when the aggregator needs them
+        self.keep_clients = False  # keep them in every round anyway (ft.drift.track reads them)
         self.runner = general.ClientRunner(model, client_optimizer, proximal_mu=self.proximal_mu)
         self.initial_weights = self.runner.weights()
         self.model_reason = fast.unsupported_model(model, client_optimizer)
@@ -322,7 +323,7 @@ class FederatedAveraging:
         trained, num_examples = grouping.train(
             self.trainer, self.layouter, federated_data, np.random.default_rng([self.seed, round_num]),
             list(state.model.trainable.values()), list(state.model.non_trainable.values()),
-            self.aggregator.needs_clients, self.memory_budget_mb * 2**20)
+            self.aggregator.needs_clients or self.keep_clients, self.memory_budget_mb * 2**20)
         _skip_empty(num_examples, federated_data, round_num)
         if not self.layouter.labels_in_range(trained.label_range):
             check_client_datasets(self.model, federated_data, check_specs=False)  # names the raw field if it can
@@ -340,7 +341,7 @@ class FederatedAveraging:
         _skip_empty(counts, federated_data, round_num)
         share = counts / counts.sum()
         trained = [w for w, _, _ in results]
-        if self.aggregator.needs_clients:
+        if self.aggregator.needs_clients or self.keep_clients:
             self._clients = ([np.stack([w.trainable[k] for w in trained]) for k in state.model.trainable], counts)
         average = ModelWeights(
             collections.OrderedDict((k, sum(s * w.trainable[k] for s, w in zip(share, trained)).astype(v.dtype))
