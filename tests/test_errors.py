@@ -271,11 +271,11 @@ def test_an_interrupt_between_two_clients_leaves_state_and_history_at_the_last_r
     runner = p._engine.runner
     original, calls = runner.train, []
 
-    def train_then_interrupt(weights, dataset):
+    def train_then_interrupt(weights, dataset, *rest):
         calls.append(dataset)
         if len(calls) == 2:  # Ctrl-C while the second client trains: the first one is done
             raise KeyboardInterrupt
-        return original(weights, dataset)
+        return original(weights, dataset, *rest)
 
     monkeypatch.setattr(runner, "train", train_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
