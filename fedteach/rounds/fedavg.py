@@ -151,6 +151,29 @@ def build_server(server_optimizer_fn, model, default_learning_rate: float) -> Se
     return ServerOptimizer(optimizer, template)  # the template's shapes and dtypes are what it needs
 
 
+def build_client_optimizer(client_optimizer_fn, model):
+    """The clients' Keras optimizer: ``client_optimizer_fn()``, else a copy of a compiled model's optimizer.
+
+    Example:
+        >>> import keras
+        >>> build_client_optimizer(lambda: keras.optimizers.SGD(0.05), None).learning_rate.numpy()
+        np.float32(0.05)
+    """
+    if client_optimizer_fn is not None:
+        client_optimizer = optimizer_from(client_optimizer_fn, "client_optimizer_fn",
+                                          "lambda: keras.optimizers.SGD(learning_rate=0.02)")
+    elif getattr(model, "optimizer", None) is not None:
+        client_optimizer = _copy_optimizer(model.optimizer)
+    else:
+        raise ValueError("no client optimizer: pass client_optimizer_fn (e.g. "
+                         "`lambda: keras.optimizers.SGD(learning_rate=0.02)`), or use a compiled Keras model.")
+    if not isinstance(client_optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"client_optimizer_fn must return a Keras optimizer, got {type(client_optimizer).__name__}")
+    check_positive("client learning rate", client_optimizer.learning_rate,
+                   "e.g. client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02)")
+    return client_optimizer
+
+
 def _copy_optimizer(optimizer):
     return optimizer.__class__.from_config(optimizer.get_config())
 
@@ -208,18 +231,7 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
         raise ValueError(f"engine must be 'auto', 'fast' or 'general', got {engine!r}")
     keras.utils.set_random_seed(seed)
     model = check_model_fn(model_fn)
-    if client_optimizer_fn is not None:
-        client_optimizer = optimizer_from(client_optimizer_fn, "client_optimizer_fn",
-                                          "lambda: keras.optimizers.SGD(learning_rate=0.02)")
-    elif getattr(model, "optimizer", None) is not None:
-        client_optimizer = _copy_optimizer(model.optimizer)
-    else:
-        raise ValueError("no client optimizer: pass client_optimizer_fn (e.g. "
-                         "`lambda: keras.optimizers.SGD(learning_rate=0.02)`), or use a compiled Keras model.")
-    if not isinstance(client_optimizer, keras.optimizers.Optimizer):
-        raise TypeError(f"client_optimizer_fn must return a Keras optimizer, got {type(client_optimizer).__name__}")
-    check_positive("client learning rate", client_optimizer.learning_rate,
-                   "e.g. client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02)")
+    client_optimizer = build_client_optimizer(client_optimizer_fn, model)
     server = build_server(server_optimizer_fn, model, default_learning_rate=1.0)
     return FederatedAveraging(model, client_optimizer, server, seed=seed, engine=engine, verbose=verbose,
                               proximal_mu=proximal_mu, aggregator=aggregator,

@@ -31,9 +31,8 @@ import collections
 import keras
 import numpy as np
 
-from fedteach.rounds.fedavg import (FederatedAveraging, _copy_optimizer, _skip_empty, build_server,
-                                    optimizer_from)
-from fedteach.rounds.process import check_client_datasets, check_model_fn, check_positive, client_name
+from fedteach.rounds.fedavg import FederatedAveraging, _skip_empty, build_client_optimizer, build_server
+from fedteach.rounds.process import check_client_datasets, check_model_fn, client_name
 from fedteach.rounds.state import ModelWeights, ScaffoldState
 
 __all__ = ["build_scaffold_process"]
@@ -82,14 +81,7 @@ def build_scaffold_process(model_fn, client_optimizer_fn=None, server_optimizer_
                          f"{total_clients!r}; e.g. total_clients=len(train.client_ids).")
     keras.utils.set_random_seed(seed)
     model = check_model_fn(model_fn)
-    if client_optimizer_fn is not None:
-        client_optimizer = optimizer_from(client_optimizer_fn, "client_optimizer_fn",
-                                          "lambda: keras.optimizers.SGD(learning_rate=0.02)")
-    elif getattr(model, "optimizer", None) is not None:
-        client_optimizer = _copy_optimizer(model.optimizer)
-    else:
-        raise ValueError("no client optimizer: pass client_optimizer_fn (e.g. "
-                         "`lambda: keras.optimizers.SGD(learning_rate=0.02)`), or use a compiled Keras model.")
+    client_optimizer = build_client_optimizer(client_optimizer_fn, model)
     _check_plain_sgd(client_optimizer)
     server = build_server(server_optimizer_fn, model, default_learning_rate=1.0)
     return Scaffold(model, client_optimizer, server, total_clients=int(total_clients), seed=seed, engine=engine,
@@ -104,8 +96,6 @@ def _check_plain_sgd(optimizer) -> None:
                          f"by K * learning rate), got {type(optimizer).__name__} "
                          f"{ {k: v for k, v in optimizer.get_config().items() if k in ('momentum', 'nesterov')} }. "
                          "Use client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02).")
-    check_positive("client learning rate", optimizer.learning_rate,
-                   "e.g. client_optimizer_fn=lambda: keras.optimizers.SGD(learning_rate=0.02)")
 
 
 def client_ids(federated_data) -> list:
