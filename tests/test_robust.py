@@ -4,12 +4,12 @@ Yin et al. (2018), "Byzantine-Robust Distributed Learning": coordinate-wise medi
 Blanchard et al. (2017), "Machine Learning with Adversaries": Krum and Multi-Krum.
 Sun et al. (2019), "Can You Really Backdoor Federated Learning?": norm bounding.
 """
-import keras
 import numpy as np
 import pytest
 
 import fedteach as ft
 import numpy_fedavg
+from test_attacks import model_fn_for  # the zero-initialised softmax regression, SGD 0.02
 from fedteach import aggregators as agg
 from fedteach import robust
 from fedteach.aggregators import RoundContext
@@ -245,16 +245,6 @@ def clients():
     arrays = [(train.client_arrays(c)["pixels"].reshape(-1, 784).astype(np.float64), train.client_arrays(c)["label"])
               for c in ids]
     return data, arrays
-
-
-def model_fn_for(sample_batch):
-    def model_fn():
-        net = keras.Sequential([keras.Input((784,)),
-                                keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")])
-        net.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(LEARNING_RATE),
-                    metrics=[keras.metrics.SparseCategoricalAccuracy()])
-        return ft.from_compiled_keras_model(net, sample_batch)
-    return model_fn
 
 
 @pytest.mark.parametrize("name,make,reference", CASES, ids=[c[0] for c in CASES])
