@@ -7,6 +7,7 @@ tutorial's workload and checks the losses against fedteach's simulation and
 that every process it started is gone afterwards (~1.5 minutes on 2 cores).
 """
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -127,6 +128,52 @@ def test_same_losses_in_simulation_and_on_real_flower_processes(experiment_modul
     mine = [p.info for p in psutil.process_iter(["pid", "cmdline"])
             if any(result.workdir in part for part in (p.info["cmdline"] or []))]
     assert not mine, f"processes still using the federation's folder: {mine}"
+
+
+def test_the_simulation_runtime_gives_the_same_losses(experiment_module):
+    """Flower's Simulation Runtime (Ray workers) runs the same App Bundle with the same losses."""
+    exp = flower._resolve(experiment_module)
+    simulated = flower.simulate_experiment(exp)
+    result = flower.run_simulation_runtime(experiment_module, num_rounds=NUM_ROUNDS, timeout=400)
+    print("\n" + flower.comparison_table(simulated, result.rounds))
+    assert [r["round"] for r in result.rounds] == list(range(1, NUM_ROUNDS + 1))
+    for s, d in zip(simulated, result.rounds):
+        assert d["clients"] == NUM_CLIENTS
+        assert d["metrics"]["num_examples"] == s["metrics"]["num_examples"]
+        assert abs(d["metrics"]["loss"] - s["metrics"]["loss"]) <= LOSS_ATOL
+    assert not pathlib.Path(result.workdir).exists()  # Ray's session files lived in the work folder
+    left = [p for p in flower_watchdog.members(result.workdir)]
+    assert not left, f"processes left running: {commands(left)}"
+
+
+def test_a_supernode_without_the_runs_keys_is_refused(experiment_module, tmp_path):
+    """Only the SuperNodes whose keys the federation registered may join; TLS is required."""
+    own = flower.make_credentials(tmp_path / "own", 1)  # a valid key pair, but not one the run registered
+    with flower.LocalFederation(experiment_module) as fed:
+        assert len(fed.node_ids) == NUM_CLIENTS
+        attempts = {
+            "no key": [],
+            "its own key": ["--auth-supernode-private-key", own["node_keys"][0][0]],
+            "no TLS": ["--insecure"],
+        }
+        procs = {}
+        for name, extra in attempts.items():
+            port, health = flower._free_ports(2)
+            procs[name] = subprocess.Popen(
+                [str(fed.bindir / "flower-supernode"), "--superlink", fed.superlink_address, "--host", "127.0.0.1",
+                 "--port", str(port), "--health-server-address", f"127.0.0.1:{health}", "--max-retries", "0",
+                 *(extra if name == "no TLS" else ["--root-certificates", fed.root_certificates, *extra])],
+                env=dict(fed.env, FLWR_HOME=str(tmp_path)), stdout=open(tmp_path / f"{name}.log", "w"),
+                stderr=subprocess.STDOUT)  # (a file: the SuperExec it starts may outlive it, holding a pipe open)
+        for proc in procs.values():
+            proc.wait(120)
+        outputs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
+        for name, proc in procs.items():
+            assert proc.returncode != 0, f"a SuperNode with {name} was not refused:\n{outputs[name][-2000:]}"
+        assert "must be registered" in outputs["no key"]
+        assert "Failed to activate SuperNode" in outputs["its own key"]
+        result = fed.run(1)  # the federation's own nodes still train, and only they
+    assert result.rounds[0]["clients"] == NUM_CLIENTS
 
 
 def commands(procs) -> list[str]:
