@@ -35,6 +35,7 @@ import importlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -823,7 +824,8 @@ class LocalFederation:
         for call in calls:
             out, _ = call.communicate(timeout=120)
             try:
-                ids.append(int(json.loads(out[out.index("{"):])["node-id"]))
+                plain = re.sub(r"\x1b\[[0-9;]*m", "", out)  # (rich colours its JSON where a kernel forces colour)
+                ids.append(int(json.loads(plain[plain.index("{"):])["node-id"]))
             except (ValueError, KeyError):
                 raise RuntimeError(f"could not register a SuperNode's key with the SuperLink:\n{out[-3000:]}") from None
         return ids

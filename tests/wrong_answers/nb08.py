@@ -11,6 +11,9 @@ WRONG = {
         # Forgets the ServerApp.
         "def processes_started(num_clients, num_rounds):\n"
         "    return 1 + num_clients + num_clients * num_rounds",
+        # Forgets the trainers next to the SuperNodes.
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return 4 + 2 * num_clients + num_clients * num_rounds",
         # Counts only the processes that take part in learning: forgets the SuperExecs and `flwr run`.
         "def processes_started(num_clients, num_rounds):\n"
         "    return 2 + num_clients + num_clients * num_rounds",
