@@ -741,7 +741,7 @@ class LocalFederation:
                    FLWR_SUPEREXEC_TASK_POLL_INTERVAL=os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL_SECONDS))
         env[flower_watchdog.MARKER] = str(workdir)
         # The Simulation Runtime's Ray: its session files in the work folder, its usage statistics off.
-        env.update(RAY_TMPDIR=str(workdir / "ray"), RAY_USAGE_STATS_ENABLED=os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),
+        env.update(RAY_TMPDIR=str(workdir / "r"), RAY_USAGE_STATS_ENABLED=os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),
                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # a single-machine Ray: its node address is 127.0.0.1
         paths = [str(self.experiment_file.parent)] if self.experiment_file else []
         env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -758,7 +758,15 @@ class LocalFederation:
         ids = list(exp.client_ids)
         self.flwr_home.mkdir()
         creds = make_credentials(workdir / "keys", 0 if self.runtime == "simulation" else len(ids))
-        if self.runtime == "simulation":  # Ray's own token authentication, with a token made for this run
+        if self.runtime == "simulation":
+            # Ray puts Unix sockets at <RAY_TMPDIR>/ray/session_<date>_<time>_<pid>/sockets/plasma_store.
+            longest = len(str(workdir / "r" / "ray" / "session_2026-11-30_18-27-26_322884_2096900" / "sockets"
+                              / "plasma_store"))
+            if longest > 107:
+                raise RuntimeError(f"Ray's socket paths under {workdir} would be {longest} bytes long, over the "
+                                   "107 bytes a Unix socket's path may have: set TMPDIR to a short folder "
+                                   "(e.g. TMPDIR=/tmp) and run again")
+            # Ray's own token authentication, with a token made for this run.
             token = workdir / "keys" / "ray-token"
             token.touch(mode=0o600)
             token.write_text(os.urandom(32).hex())
