@@ -16,8 +16,11 @@ of its own.
   ``process.next`` (``loss``, ``num_examples``, the Keras metrics).
 * :func:`run_local_federation` starts a real local federation on loopback: one
   ``flower-superlink`` and N ``flower-supernode`` processes, each SuperNode
-  holding only its own writer's examples, runs the experiment on it with
-  ``flwr run`` and stops every process it started.
+  holding only its own writer's examples and with a long-lived fedteach
+  trainer next to it, all with TLS and SuperNode authentication; runs the
+  experiment on it with ``flwr run`` and stops every process it started.
+* :func:`run_simulation_runtime` runs the same App Bundle on Flower's
+  Simulation Runtime (Ray workers), for many rounds.
 * ``python -m fedteach.flower module:experiment`` does the same from a shell.
 
 The experiment must live in an importable module (a file), because it is
@@ -948,16 +951,19 @@ def _wait_for_port(port: int, proc, timeout: float) -> None:
 
 
 def main(argv=None) -> int:
-    """``python -m fedteach.flower module:experiment [--rounds N]``: a real local federation on loopback."""
+    """``python -m fedteach.flower module:experiment [--rounds N] [--simulation-runtime]``: a local federation."""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m fedteach.flower", description=main.__doc__)
     parser.add_argument("experiment", help='"module:attribute" naming a fedteach.flower.FlowerExperiment')
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--compare", action="store_true", help="also run fedteach's simulation and compare")
+    parser.add_argument("--simulation-runtime", action="store_true",
+                        help="run on Flower's Simulation Runtime instead of a local deployment")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
-    result = run_local_federation(args.experiment, num_rounds=args.rounds, verbose=args.verbose)
+    run = run_simulation_runtime if args.simulation_runtime else run_local_federation
+    result = run(args.experiment, num_rounds=args.rounds, verbose=args.verbose)
     for r in result.rounds:
         print(f"round {r['round']}: {r['metrics']}  {r['seconds']:.2f}s  "
               f"{r['bytes_down']} B down, {r['bytes_up']} B up")
