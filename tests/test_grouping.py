@@ -79,6 +79,19 @@ def test_grouping_keeps_aggregators_fedsgd_and_fedprox_exact(data):
     assert_same(rounds(build(prox, mu=0.1), data), rounds(build(prox, mu=0.1, memory_budget_mb=1.5), data))
 
 
+def test_a_grouped_scaffold_round_equals_the_round_in_one_group(data):
+    """SCAFFOLD's corrections are sliced group by group; its control variates come out the same."""
+    scaffold = ft.build_scaffold_process
+    whole = rounds(build(scaffold, total_clients=8), data)
+    grouped = rounds(build(scaffold, total_clients=8, memory_budget_mb=1.5), data)
+    assert_same(whole, grouped)
+    for k, v in whole[0].control.items():
+        np.testing.assert_allclose(grouped[0].control[k], v, atol=2e-6)
+    for client, controls in whole[0].client_controls.items():
+        for k, v in controls.items():
+            np.testing.assert_allclose(grouped[0].client_controls[client][k], v, atol=2e-6)
+
+
 def test_grouping_works_for_a_cnn(data):
     assert_same(rounds(build(net=cnn), data, rounds=1), rounds(build(net=cnn, memory_budget_mb=2.0), data, rounds=1))
 

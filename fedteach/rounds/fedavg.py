@@ -332,7 +332,7 @@ class FederatedAveraging:
     def _fast_round(self, state, federated_data, round_num):
         if not any(fast._num_rows(ds) for ds in federated_data):  # before any work: raises
             _skip_empty([0] * len(federated_data), federated_data, round_num)
-        trained, num_examples = grouping.train(
+        trained, num_examples, _ = grouping.train(
             self.trainer, self.layouter, federated_data, np.random.default_rng([self.seed, round_num]),
             list(state.model.trainable.values()), list(state.model.non_trainable.values()),
             self.aggregator.needs_clients or self.keep_clients, self.memory_budget_mb * 2**20)

@@ -80,24 +80,27 @@ def estimate(layouter, trainer, datasets, steps: int) -> tuple[int, int]:
 
 
 def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_clients: bool,
-          budget_bytes: float) -> tuple[fast.Trained, np.ndarray]:
+          budget_bytes: float, corrections: list | None = None) -> tuple[fast.Trained, np.ndarray, np.ndarray]:
     """Trains a round's clients on the fast engine, in groups if the round exceeds ``budget_bytes``.
 
-    Returns what :meth:`fast.FastTrainer.train` returns for all the clients at once, and the clients' numbers of
-    examples.
+    ``corrections`` (SCAFFOLD's ``c - c_i``, one array ``[clients, ...]`` per
+    trainable variable) is sliced group by group. Returns what
+    :meth:`fast.FastTrainer.train` returns for all the clients at once, the
+    clients' numbers of examples and their numbers of local steps.
     """
     sizes = [fast._num_rows(ds) for ds in datasets]
     row_bytes, client_bytes = estimate(layouter, trainer, datasets, fast.MIN_STEPS)
     split = plan(sizes, row_bytes, client_bytes, budget_bytes)
     if split is None:
         layout = layouter.layout(datasets, rng)
-        return trainer.train(trainable, non_trainable, layout, return_clients), layout.num_examples
+        trained = trainer.train(trainable, non_trainable, layout, return_clients, corrections=corrections)
+        return trained, layout.num_examples, _steps(layout.mask)
     streams = [fast._client_stream(ds, rng) for ds in datasets]  # the generator's draws in client order, as above
     steps = fast.bucket(max(len(s) for s in streams), fast.MIN_STEPS)
     batch = max((len(b) for s in streams for b in s), default=1)
     shape = (split.clients, steps, batch)
     group_layouter = fast.Layouter(layouter.input_spec, layouter.num_classes, min_rows=split.rows)
-    num_examples = np.zeros(len(datasets), np.int64)
+    num_examples, local_steps = np.zeros(len(datasets), np.int64), np.zeros(len(datasets), np.int64)
     outputs = [None] * len(datasets)
     clients = [np.repeat(np.asarray(w)[None], len(datasets), 0) for w in trainable] if return_clients else None
     tv = [np.zeros_like(w, np.float64) for w in trainable]
@@ -110,10 +113,13 @@ def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_cli
         index, mask = _padded(index, shape), _padded(mask, shape)
         count = mask.sum(axis=(1, 2)).astype(np.int64)
         num_examples[members] = count[:len(members)]
+        local_steps[members] = _steps(mask)[:len(members)]
         if count.sum() == 0:  # nothing to train: the group adds nothing to the average
             continue
         layout = fast.Layout(examples, map_fns, int(sum(sizes[i] for i in members)), index, mask, count)
-        trained = trainer.train(trainable, non_trainable, layout, return_clients)
+        group_corrections = None if corrections is None else [
+            _padded(np.asarray(c)[members], (split.clients,) + np.shape(c)[1:]) for c in corrections]
+        trained = trainer.train(trainable, non_trainable, layout, return_clients, corrections=group_corrections)
         release_mapped_pages(a for ds in group for a in ds.source.values())
         del examples, layout
         weight = float(count.sum())  # the group's average, weighted by its examples
@@ -130,11 +136,16 @@ def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_cli
     tv = [(t / total).astype(np.asarray(w).dtype) for t, w in zip(tv, trainable)]
     ntv = [(t / total).astype(np.asarray(w).dtype) for t, w in zip(ntv, non_trainable)]
     label_range = (min(lows), max(highs)) if lows else (0, 0)
-    return fast.Trained(tv, ntv, outputs, clients, label_range), num_examples
+    return fast.Trained(tv, ntv, outputs, clients, label_range), num_examples, local_steps
+
+
+def _steps(mask: np.ndarray) -> np.ndarray:
+    """Each client's local steps: the batches of its ``[clients, steps, batch]`` mask that hold an example."""
+    return (mask.sum(axis=2) > 0).sum(axis=1).astype(np.int64)
 
 
 def _padded(array: np.ndarray, shape) -> np.ndarray:
-    """``array`` padded with zeros to ``shape`` (more clients; the steps and batch are already the round's)."""
+    """``array`` padded with zeros to ``shape`` (more clients, or more steps and batch rows)."""
     out = np.zeros(shape, array.dtype)
-    out[:array.shape[0], :array.shape[1], :array.shape[2]] = array
+    out[tuple(slice(0, n) for n in array.shape)] = array
     return out

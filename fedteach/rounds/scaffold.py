@@ -31,6 +31,7 @@ import collections
 import keras
 import numpy as np
 
+from fedteach.rounds import fast, grouping
 from fedteach.rounds.fedavg import FederatedAveraging, _skip_empty, build_client_optimizer, build_server
 from fedteach.rounds.process import check_client_datasets, check_model_fn, client_name
 from fedteach.rounds.state import ModelWeights, ScaffoldState
@@ -39,7 +40,8 @@ __all__ = ["build_scaffold_process"]
 
 
 def build_scaffold_process(model_fn, client_optimizer_fn=None, server_optimizer_fn=None, *, total_clients: int,
-                           seed: int = 0, engine: str = "auto", verbose: bool = False, aggregator=None):
+                           seed: int = 0, engine: str = "auto", verbose: bool = False, aggregator=None,
+                           memory_budget_mb: float = grouping.DEFAULT_MEMORY_BUDGET_MB):
     """Builds SCAFFOLD (option II control variates) as an :class:`IterativeProcess`.
 
     Args:
@@ -56,6 +58,8 @@ def build_scaffold_process(model_fn, client_optimizer_fn=None, server_optimizer_
         verbose: print which engine each round took.
         aggregator: an ``ft.aggregators`` Aggregator for the model updates
             (default: the example-weighted mean).
+        memory_budget_mb: as for FedAvg: a fast round whose examples and
+            client models would need more is trained in groups of clients.
 
     ``initialize()`` returns a :class:`~fedteach.ScaffoldState` whose
     control variates start at zero; ``next`` takes client datasets that know
@@ -85,7 +89,7 @@ def build_scaffold_process(model_fn, client_optimizer_fn=None, server_optimizer_
     _check_plain_sgd(client_optimizer)
     server = build_server(server_optimizer_fn, model, default_learning_rate=1.0)
     return Scaffold(model, client_optimizer, server, total_clients=int(total_clients), seed=seed, engine=engine,
-                    verbose=verbose, aggregator=aggregator).process
+                    verbose=verbose, aggregator=aggregator, memory_budget_mb=memory_budget_mb).process
 
 
 def _check_plain_sgd(optimizer) -> None:
@@ -187,18 +191,21 @@ class Scaffold(FederatedAveraging):
         return collections.OrderedDict((k, c + a / n) for k, c, a in zip(names, control, change)), client_controls
 
     def _fast_round(self, state, federated_data, round_num):
-        layout = self.layouter.layout(federated_data, np.random.default_rng([self.seed, round_num]))
-        _skip_empty(layout.num_examples, federated_data, round_num)
-        trained = self.trainer.train(list(state.model.trainable.values()), list(state.model.non_trainable.values()),
-                                     layout, return_clients=True, corrections=self._corrections)
+        if not any(fast._num_rows(ds) for ds in federated_data):  # before any work: raises
+            _skip_empty([0] * len(federated_data), federated_data, round_num)
+        trained, num_examples, local_steps = grouping.train(
+            self.trainer, self.layouter, federated_data, np.random.default_rng([self.seed, round_num]),
+            list(state.model.trainable.values()), list(state.model.non_trainable.values()), True,
+            self.memory_budget_mb * 2**20, corrections=self._corrections)
+        _skip_empty(num_examples, federated_data, round_num)
         if not self.layouter.labels_in_range(trained.label_range):
             check_client_datasets(self.model, federated_data, check_specs=False)  # names the raw field if it can
             self.layouter.check_labels(federated_data)
-        self._local = (trained.clients, (layout.mask.sum(axis=2) > 0).sum(axis=1))
-        self._clients = (trained.clients, layout.num_examples)
+        self._local = (trained.clients, local_steps)
+        self._clients = (trained.clients, num_examples)
         average = ModelWeights(collections.OrderedDict(zip(state.model.trainable, trained.trainable)),
                                collections.OrderedDict(zip(state.model.non_trainable, trained.non_trainable)))
-        return average, [o for o, n in zip(trained.outputs, layout.num_examples) if n > 0]
+        return average, [o for o, n in zip(trained.outputs, num_examples) if n > 0]
 
     def _general_round(self, state, federated_data, round_num):
         results = self.runner.train_round(state.model, federated_data, self.seed, round_num,
