@@ -222,12 +222,8 @@ def local_trainer(experiment, node_config) -> Callable[[dict], tuple[dict, dict]
 
 def train_reply(msg, context, experiment=None):
     """A ClientApp's reply to a training message, trained in this process (see :func:`local_trainer`)."""
-    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
-    train = local_trainer(_resolve(experiment, context), context.node_config)
-    new_arrays, metrics = train({k: a.numpy() for k, a in msg.content["arrays"].items()})
-    content = RecordDict({"arrays": ArrayRecord(collections.OrderedDict((k, Array(v)) for k, v in new_arrays.items())),
-                          "metrics": MetricRecord(metrics)})
-    return Message(content=content, reply_to=msg)
+    from fedteach.flower_client import reply
+    return reply(msg, local_trainer(_resolve(experiment, context), context.node_config))
 
 
 # ----------------------------------------------------------------------------- the apps

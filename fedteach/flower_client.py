@@ -47,6 +47,14 @@ def ask_trainer(socket_path: str, key: bytes, arrays: dict) -> tuple[dict, dict]
     return payload
 
 
+def reply(msg: Message, train) -> Message:
+    """The reply to a training message: ``train(arrays) -> (new_arrays, metrics)`` on the message's model."""
+    new_arrays, metrics = train({name: array.numpy() for name, array in msg.content["arrays"].items()})
+    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in new_arrays.items()}),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
 @client_app.train()
 def train(msg: Message, context) -> Message:
     """One round of local training: by the node's trainer if it has one, else in this process."""
@@ -55,8 +63,4 @@ def train(msg: Message, context) -> Message:
         from fedteach.flower import train_reply  # Simulation Runtime: TensorFlow in this (long-lived) worker
         return train_reply(msg, context)
     key = pathlib.Path(str(context.node_config[TRAINER_KEY])).read_bytes()
-    arrays = {name: array.numpy() for name, array in msg.content["arrays"].items()}
-    new_arrays, metrics = ask_trainer(str(socket_path), key, arrays)
-    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in new_arrays.items()}),
-                          "metrics": MetricRecord(metrics)})
-    return Message(content=content, reply_to=msg)
+    return reply(msg, lambda arrays: ask_trainer(str(socket_path), key, arrays))
