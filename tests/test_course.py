@@ -11,8 +11,10 @@ The masters in ``course/`` are turned into student notebooks and autograders by 
 * no line of a model answer appears anywhere in a student notebook.
 """
 import importlib.util
+import json
 import pathlib
 import re
+import subprocess
 
 import nbformat
 import pytest
@@ -145,3 +147,38 @@ def test_no_model_answer_line_appears_in_a_student_notebook(generated):
                 if len(line) < 12 or line.startswith("#") or line in placeholders[question]:
                     continue
                 assert line not in text, f"{name} {question}: the model answer's line {line!r} is in the student notebook"
+
+
+def _fake_otter(monkeypatch, outcomes):
+    """``otter run`` replaced by a fake that plays ``outcomes`` in turn: a list of results, or an error text."""
+    calls = []
+
+    def run(command, **kwargs):
+        outcome = outcomes[len(calls)]
+        calls.append(command)
+        if isinstance(outcome, list):
+            out = pathlib.Path(command[command.index("-o") + 1])
+            (out / "results.json").write_text(json.dumps({"tests": outcome}))
+            return subprocess.CompletedProcess(command, 0, "", "")
+        return subprocess.CompletedProcess(command, 1, "", outcome)
+
+    monkeypatch.setattr(course.subprocess, "run", run)
+    return calls
+
+
+def test_a_kernel_that_dies_at_start_up_is_started_again(monkeypatch, tmp_path):
+    results = [{"name": "q1", "score": 1, "max_score": 1}]
+    calls = _fake_otter(monkeypatch, [course.KERNEL_START_FAILED, course.KERNEL_START_FAILED, results])
+    assert course._otter_run(tmp_path / "a.ipynb", tmp_path / "a.zip") == results
+    assert len(calls) == 3
+
+
+def test_grading_stops_with_otters_output_when_the_kernel_never_starts_or_otter_fails(monkeypatch, tmp_path):
+    calls = _fake_otter(monkeypatch, [course.KERNEL_START_FAILED] * 3)
+    with pytest.raises(SystemExit, match="attempt 3 of 3"):
+        course._otter_run(tmp_path / "a.ipynb", tmp_path / "a.zip")
+    assert len(calls) == 3
+    calls = _fake_otter(monkeypatch, ["NameError: name 'x' is not defined"])
+    with pytest.raises(SystemExit, match="(?s)attempt 1 of 3.*NameError"):
+        course._otter_run(tmp_path / "a.ipynb", tmp_path / "a.zip")
+    assert len(calls) == 1

@@ -131,19 +131,36 @@ def check() -> list[str]:
     return stale
 
 
+KERNEL_START_FAILED = "Kernel died before replying to kernel_info"
+
+
+def _otter_run(path: pathlib.Path, zip_path: pathlib.Path, attempts: int = 3) -> list[dict]:
+    """The test results of ``otter run`` on one submission.
+
+    A kernel that dies before it answers (it never ran a cell of the submission: for example two
+    kernels starting at once picked the same free port) is started again, up to ``attempts`` times;
+    any other failure, or the same one every time, stops the grading with otter's output.
+    """
+    for attempt in range(1, attempts + 1):
+        with tempfile.TemporaryDirectory() as out:
+            done = subprocess.run(OTTER + ["run", "--no-logo", "-a", str(zip_path), "-o", out, str(path)],
+                                  capture_output=True, text=True, cwd=path.parent)
+            results = pathlib.Path(out, "results.json")
+            if results.exists():
+                return json.loads(results.read_text())["tests"]
+        if KERNEL_START_FAILED not in done.stdout + done.stderr:
+            break
+    raise SystemExit(f"otter run failed for {path} (attempt {attempt} of {attempts}):\n"
+                     f"{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
 def _grade_one(path: pathlib.Path, submissions: pathlib.Path, autograders: pathlib.Path) -> dict:
     name = nbformat.read(path, as_version=4).metadata.get("otter", {}).get("assignment_name")
     zip_path = autograders / f"{name}.zip"
     if name is None or not zip_path.exists():
         raise SystemExit(f"{path}: no autograder for assignment {name!r} in {autograders} "
                          "(run `python tools/course.py assign` first)")
-    with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(OTTER + ["run", "--no-logo", "-a", str(zip_path), "-o", out, str(path)],
-                              capture_output=True, text=True, cwd=path.parent)
-        results = pathlib.Path(out, "results.json")
-        if not results.exists():
-            raise SystemExit(f"otter run failed for {path}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-        tests = json.loads(results.read_text())["tests"]
+    tests = _otter_run(path, zip_path)
     graded = [t for t in tests if "max_score" in t and t.get("name") != "Public Tests"]
     score = sum(t["score"] for t in graded)
     total = sum(t["max_score"] for t in graded)
