@@ -215,15 +215,30 @@ def quantize(bits: int) -> ClientTransform:
         rng = context.rng()
         for u in updates:
             clients = len(u)
-            flat = u.reshape(clients, -1).astype(np.float64)
-            lo, hi = flat.min(axis=1, keepdims=True), flat.max(axis=1, keepdims=True)
-            step = (hi - lo) / levels
-            safe = np.where(step > 0, step, 1.0)
-            t = (flat - lo) / safe
-            low = np.floor(t)
-            level = np.minimum(low + (rng.random(t.shape) < (t - low)), levels)
-            q = np.where(step > 0, lo + level * step, flat)
-            out.append(q.reshape(u.shape).astype(u.dtype))
+            flat = u.reshape(clients, -1)
+            q = np.empty(flat.shape, u.dtype)
+            # Client by client, in float64 buffers reused across clients (a CNN's update is millions of numbers:
+            # fresh temporaries for every operation cost more than the arithmetic); the random numbers are drawn
+            # in the same order as for all clients at once.
+            t, low, draw = (np.empty(flat.shape[1]) for _ in range(3))
+            for c in range(clients):
+                np.copyto(t, flat[c])
+                lo, hi = t.min(), t.max()
+                step = (hi - lo) / levels
+                rng.random(out=draw)
+                if not step > 0:  # all numbers equal (or not finite): sent as they are
+                    q[c] = flat[c]
+                    continue
+                t -= lo
+                t /= step
+                np.floor(t, out=low)
+                t -= low                             # the fraction above the lower level
+                low += draw < t                      # rounded up with that probability
+                np.minimum(low, levels, out=low)
+                low *= step
+                low += lo
+                q[c] = low
+            out.append(q.reshape(u.shape))
             sent += clients * (math.ceil(flat.shape[1] * bits / 8) + 8)
             raw += clients * flat.shape[1] * 4
         return out, weights, {"bytes_sent": int(sent), "bytes_uncompressed": int(raw)}
