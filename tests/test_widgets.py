@@ -17,6 +17,7 @@ import fedteach as ft  # noqa: E402
 from fedteach.experiment import ExperimentConfig  # noqa: E402
 from fedteach.widgets import BASIC_FIELDS, ClientExplorer, HyperparameterPanel, TrainingDashboard  # noqa: E402
 from fedteach.widgets.panel import LogFloatInput  # noqa: E402
+from fedteach.rounds.fast import FastTrainer  # noqa: E402
 
 FAST = ExperimentConfig(local_epochs=1, rounds=2, clients_per_round=2, eval_clients=3)
 
@@ -325,6 +326,34 @@ def test_a_settings_change_compiles_in_the_background_before_run(data):
     assert compiled_traces() == before  # Run found the round and evaluation compiled
     cold.prepare(changed)
     assert [e['train_loss'] for e in cold.run()] == [e['train_loss'] for e in history]  # same numbers
+
+
+def test_a_warm_up_compiles_the_last_of_settings_changed_in_a_row(data):
+    """Stepping a slider 4 -> 5 -> 6 with the arrow keys compiles for 6 only: a compilation cannot be stopped."""
+    from fedteach.widgets import TrainingController
+    controller = TrainingController(*data)
+    controller.prepare(FAST)
+    controller.run()
+    for clients in (4, 5, 6):  # a batch size no other test uses: these client counts are new shapes
+        thread = controller.warm_up(FAST.replace(clients_per_round=clients, batch_size=13))
+    thread.join()
+    rounds = [key[2] for compiled in ft.rounds.fast._COMPILED.values() if isinstance(compiled.owner, FastTrainer)
+              for key in compiled.traces]  # the index shapes (clients, steps, batch) of the compiled rounds
+    assert {clients for clients, _, batch in rounds if batch == 13} == {6}
+
+
+def test_run_drops_a_warm_up_that_has_not_started(data, monkeypatch):
+    """Run right after a change: the run compiles what it needs; a warm-up would only make it wait."""
+    from fedteach.widgets import TrainingController, controller as module
+    built, real = [], module.Experiment
+    monkeypatch.setattr(module, 'Experiment', lambda *a, **k: built.append(k.get('name')) or real(*a, **k))
+    controller = TrainingController(*data)
+    changed = FAST.replace(seed=3)
+    thread = controller.warm_up(changed)
+    controller.prepare(changed)  # within the settling delay
+    thread.join()
+    assert len(built) == 1 and built[0].startswith('run 1')  # only the run's own Experiment was built
+    assert [e['round'] for e in controller.run()] == [1, 2]
 
 
 def test_a_failed_warm_up_is_kept_not_raised(data):

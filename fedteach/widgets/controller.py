@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from fedteach.experiment import Experiment, ExperimentConfig
+
+WARM_UP_DELAY = 0.25
+"""Seconds a warm-up waits for the settings to settle before it compiles: a slider stepped with the arrow keys or
+a number typed changes the settings several times in a row, and a compilation, once started, cannot be stopped."""
 
 _ROUNDS = threading.RLock()
 """Held while an Experiment is built (it seeds Keras' global random state) or trains: warm-ups and runs take
 turns, so that a warm-up never changes what a run computes."""
 
-__all__ = ['FIELD_LABELS', 'MODES', 'TrainingController', 'describe_changes', 'format_value']
+__all__ = ['FIELD_LABELS', 'MODES', 'TrainingController', 'WARM_UP_DELAY', 'describe_changes', 'format_value']
 
 MODES = ('continue', 'restart')
 """What Run does with changed settings: continue from the current model, or restart from scratch."""
@@ -100,9 +105,10 @@ class TrainingController:
     def __init__(self, train, test):
         self.train, self.test = train, test
         self.warm_up_error: str | None = None  # what went wrong in the last warm-up (never raised), or None
-        self._warm_pending = None  # the (config, mode) the warm-up thread compiles next
+        self._warm_pending = None  # the (config, state) the warm-up thread compiles next
+        self._warm_asked = 0.0  # when warm_up was last called (time.monotonic())
         self._warm_thread: threading.Thread | None = None
-        self._warm_lock = threading.Lock()  # guards the two fields above
+        self._warm_lock = threading.Lock()  # guards the three fields above
         self.experiments: list[Experiment] = []
         self.experiment: Experiment | None = None
         self.config: ExperimentConfig | None = None
@@ -137,6 +143,8 @@ class TrainingController:
             raise ValueError(f"mode must be 'continue' or 'restart', got {mode!r}.")
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f'config must be an ExperimentConfig, got {type(config).__name__}.')
+        with self._warm_lock:  # a warm-up still waiting for the settings to settle: Run compiles them itself
+            self._warm_pending = None
         current, previous = self.experiment, self.config
         if current is not None and not current.history and current.initial_state is None:
             self.experiments.remove(current)  # an empty run (stopped or diverged at once) is replaced
@@ -209,10 +217,13 @@ class TrainingController:
         which is then thrown away: no run, history or state changes, and no
         widget is touched. Experiments are built and rounds run one at a time
         (a lock shared with :meth:`prepare` and :meth:`run`): the warm-up
-        never changes the random numbers a run draws. Calls while the thread
-        is busy replace its next config (a dragged slider compiles its last
-        value). An error is kept in ``warm_up_error``, never raised: Run
-        reports it if it happens again.
+        never changes the random numbers a run draws. The thread starts
+        compiling once the settings have not changed for
+        :data:`WARM_UP_DELAY` seconds, and calls while it is busy replace its
+        next config: a slider stepped through several values compiles its
+        last one. :meth:`prepare` (Run) drops a warm-up that has not started:
+        the run compiles what it needs itself. An error is kept in
+        ``warm_up_error``, never raised: Run reports it if it happens again.
 
         Returns the warm-up thread, or None when nothing needs compiling (the
         settings continue the current run).
@@ -235,6 +246,7 @@ class TrainingController:
         with self._warm_lock:
             self._warm_pending = (config, current.state if current is not None and mode == 'continue'
                                   and config.model == current.config.model else None)
+            self._warm_asked = time.monotonic()
             if self._warm_thread is None or not self._warm_thread.is_alive():
                 self._warm_thread = threading.Thread(target=self._warm, daemon=True, name='fedteach-warm-up')
                 self._warm_thread.start()
@@ -245,7 +257,12 @@ class TrainingController:
             with self._warm_lock:
                 if self._warm_pending is None:
                     return
-                (config, state), self._warm_pending = self._warm_pending, None
+                settling = self._warm_asked + WARM_UP_DELAY - time.monotonic()
+                if settling <= 0:
+                    (config, state), self._warm_pending = self._warm_pending, None
+            if settling > 0:
+                time.sleep(settling)
+                continue
             try:
                 with _ROUNDS:
                     Experiment(self.train, self.test, config, initial_state=state).run_round(evaluate=True)
