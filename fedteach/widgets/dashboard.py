@@ -31,8 +31,8 @@ class TrainingDashboard:
     progress bar, the round counter and a table of the last metrics after
     every round, and the convergence plot of all runs after the Run's first
     round, its last, and in between at most every :data:`REDRAW_INTERVAL`
-    seconds (drawing takes about 0.14 s: a round of the linear model, 0.01 s). Stop ends the Run after
-    the current round, and Run resumes it (round 3 of 100 goes on to 100).
+    seconds (drawing takes about 0.14 s, a round of the linear model 0.01 s).
+    Stop ends the Run after the current round, and Run resumes it (round 3 of 100 goes on to 100).
     Changing only "rounds per Run" keeps training the same run; other changed
     settings start a new run (a new colour on the plot), which continues
     from the current model or restarts from fresh weights, as the
@@ -188,11 +188,11 @@ class TrainingDashboard:
             self.progress.max, self.progress.value = controller.rounds_total, controller.rounds_done
             self.progress.bar_style = ''
             self.status.value = html.escape(controller.note) + ' Training...'
-            self._drawn = None  # when the plot was last drawn in this Run (None: not yet)
+            self._drawn = None
             try:
                 controller.run(callback=lambda entry: self._show_round())
-            finally:
-                if self._drawn is not None and self._drawn[1] != controller.rounds_done:  # rounds not drawn yet
+            finally:  # the last round, or where Stop or a divergence ended the Run, if not drawn yet
+                if self._drawn is not None and self._drawn[1] != controller.rounds_done:
                     self._redraw()
             total = controller.rounds_total
             if controller.unfinished:
@@ -229,8 +229,7 @@ class TrainingDashboard:
         self.round_label.value = (f'round {controller.rounds_done} / {controller.rounds_total} of {number} '
                                   f'(model trained {experiment.round_num} rounds)')
         self.metrics.value = metrics_table(experiment.history[-_TABLE_ROWS:])
-        last = controller.rounds_done == controller.rounds_total
-        if self._drawn is None or last or time.monotonic() - self._drawn[0] >= REDRAW_INTERVAL:
+        if self._drawn is None or time.monotonic() - self._drawn[0] >= REDRAW_INTERVAL:  # _work draws the last
             self._redraw()
             self._drawn = (time.monotonic(), controller.rounds_done)
 
