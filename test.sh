@@ -16,5 +16,5 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "test.sh: chromium is missing and cannot be installed here (need root + apt-get); browser tests will fail." >&2
   fi
 fi
-export FEDTEACH_DATA=offline FEDTEACH_FAST=1 TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 MPLBACKEND=Agg
+export FEDTEACH_DATA=offline FEDTEACH_FAST=1 TF_CPP_MIN_LOG_LEVEL=2 MPLBACKEND=Agg
 exec .venv/bin/python -m pytest -q tests fedteach notebooks --doctest-modules --nbval-lax "$@"

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet, with oneDNN off)
+import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -32,7 +32,7 @@ import textwrap
 import threading
 import time
 
-import fedteach as ft  # noqa: F401  (first: TensorFlow then starts quiet, with oneDNN off)
+import fedteach as ft  # noqa: F401  (first: TensorFlow then starts quiet)
 import psutil
 from fedteach import flower, flower_watchdog
 

@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet, with oneDNN off)
+import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 
-import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet, with oneDNN off)
+import fedteach as ft  # noqa: E402  (first: TensorFlow then starts quiet)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

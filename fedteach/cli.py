@@ -109,9 +109,8 @@ def lab(extra=()) -> int:
     if not notebooks.is_dir():
         print(f"fedteach lab: no notebooks folder at {notebooks}; run it from a clone of fedteach.", file=sys.stderr)
         return 2
-    # The kernels inherit these: quiet and repeatable whatever a notebook imports first (see fedteach/__init__.py)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-           "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0")}
+    # The kernels inherit it: TensorFlow starts quiet whatever a notebook imports first (see fedteach/__init__.py)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     return subprocess.call([sys.executable, "-m", "jupyter", "lab", str(notebooks), *extra], env=env)
 
 

@@ -735,7 +735,7 @@ class LocalFederation:
         # Telemetry off unless the user turned it on; every process of the run carries the watchdog's marker.
         env = dict(os.environ, FLWR_HOME=str(self.flwr_home),
                    PATH=f"{self.bindir}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
-                   FLWR_DISABLE_UPDATE_CHECK="1", TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
+                   FLWR_DISABLE_UPDATE_CHECK="1", TF_CPP_MIN_LOG_LEVEL="2",
                    FLWR_TELEMETRY_ENABLED=os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
                    FLWR_SUPEREXEC_TASK_POLL_INTERVAL=os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL_SECONDS))
         env[flower_watchdog.MARKER] = str(workdir)

@@ -31,7 +31,7 @@ import argparse
 import sys
 import time
 
-import fedteach as ft  # first: it quiets TensorFlow and turns oneDNN's reordered sums off
+import fedteach as ft  # first: it quiets TensorFlow
 from fedteach import aggregators, attacks, robust
 
 import keras  # after fedteach

@@ -39,8 +39,7 @@ BADGES = ('[![Binder](https://mybinder.org/badge_logo.svg)](' + BINDER + ')\n'
           '[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](' + COLAB + ')')
 KERNEL_ENV = {
     'MPLBACKEND': 'module://matplotlib_inline.backend_inline',  # what a student's Jupyter uses
-    'TF_CPP_MIN_LOG_LEVEL': '2',
-    'TF_ENABLE_ONEDNN_OPTS': '0',  # as fedteach sets it, also for a notebook that imports TensorFlow first
+    'TF_CPP_MIN_LOG_LEVEL': '2',  # as fedteach sets it, also for a notebook that imports TensorFlow first
 }
 HIDING_TAGS = ('remove-cell', 'remove_cell', 'remove-input', 'remove_input', 'remove-output', 'remove_output')
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import fedteach as ft  # first: it quiets TensorFlow and turns oneDNN's reordered sums off
+import fedteach as ft  # first: it quiets TensorFlow
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
