@@ -39,7 +39,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedteach.data.pipeline import ClientDataset
+from fedteach.data.pipeline import ClientDataset, shuffle_with_buffer
 from fedteach.rounds import fast
 
 ORDERS = ['rsb', 'rbs', 'srb', 'sbr', 'brs', 'bsr']  # r: repeat, s: shuffle, b: batch
@@ -151,3 +151,25 @@ def test_same_rng_same_plan(seed):
     recipe = dict(order='srb', n=9, epochs=2, buffer=4, seed=seed, reshuffle=True, batch=3, drop=False, rng=5)
     assert fast_batches(recipe) == fast_batches(recipe)
     assert fast_batches(recipe) != fast_batches(dict(recipe, rng=6))
+
+
+def buffered_shuffle_step_by_step(stream, buffer_size, rng):
+    """tf.data's buffered shuffle written out: while the input lasts, a uniformly picked slot is output and
+    refilled with the next input; then what is left comes out in a uniformly random order."""
+    buffer, out = list(stream[:buffer_size]), []
+    picks = (rng.random(len(stream) - buffer_size) * buffer_size).astype(np.int64)
+    for i, slot in enumerate(picks):
+        out.append(buffer[slot])
+        buffer[slot] = stream[buffer_size + i]
+    return np.array(out + [buffer[j] for j in rng.permutation(buffer_size)], dtype=stream.dtype)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 80), st.integers(1, 90), st.integers(0, 2**32 - 1))
+def test_the_buffered_shuffle_equals_its_step_by_step_definition(n, buffer_size, seed):
+    stream = np.random.default_rng(seed).permutation(1000)[:n]
+    if buffer_size >= n:
+        expected = stream[np.random.default_rng(seed).permutation(n)]
+    else:
+        expected = buffered_shuffle_step_by_step(stream, buffer_size, np.random.default_rng(seed))
+    assert shuffle_with_buffer(stream, buffer_size, np.random.default_rng(seed)).tolist() == expected.tolist()

@@ -121,8 +121,10 @@ def shuffle_with_buffer(stream: np.ndarray, buffer_size: int, rng: np.random.Gen
     """Reorders ``stream`` the way ``tf.data``'s buffered shuffle does.
 
     A buffer of ``buffer_size`` elements is filled; each output is a uniformly
-    chosen buffer element, replaced by the next input. With a buffer at least as
-    long as the stream this is a uniform permutation.
+    chosen buffer element, replaced by the next input. Once the input has run
+    out, each output is a uniformly chosen element of what is left, which makes
+    the rest a uniform permutation of the buffer. With a buffer at least as
+    long as the stream the whole output is a uniform permutation.
 
     Example:
         >>> out = shuffle_with_buffer(np.arange(6), 2, np.random.default_rng(0))
@@ -132,19 +134,17 @@ def shuffle_with_buffer(stream: np.ndarray, buffer_size: int, rng: np.random.Gen
     n = len(stream)
     if buffer_size >= n:
         return stream[rng.permutation(n)]
-    # Buffer sizes are known in advance (full, then shrinking as the input runs out), so the random
-    # picks are drawn at once; the loop itself only moves Python ints.
-    sizes = np.minimum(buffer_size, n - np.arange(n))
-    picks = (rng.random(n) * sizes).astype(np.int64).tolist()
-    values = stream.tolist()
-    buffer = values[:buffer_size]
-    out = []
-    for i, j in enumerate(picks):
-        out.append(buffer[j])
-        nxt = buffer_size + i
-        if nxt < n:
-            buffer[j] = values[nxt]
-        else:
-            buffer[j] = buffer[-1]
-            buffer.pop()
-    return np.asarray(out, dtype=stream.dtype)
+    # While the input lasts, output i takes buffer slot picks[i] and input buffer_size + i takes its place.
+    # So output i is the input that last refilled its slot before i, or the slot's first input: computed for
+    # all outputs at once by sorting the picks by slot (stable: in time order within a slot).
+    filling = n - buffer_size
+    picks = (rng.random(filling) * buffer_size).astype(np.int64)
+    by_slot = np.argsort(picks, kind="stable")
+    slots = picks[by_slot]
+    refilled = np.concatenate([[False], slots[1:] == slots[:-1]])  # the slot was picked before
+    source = np.empty(filling, np.int64)
+    source[by_slot] = np.where(refilled, buffer_size + np.concatenate([[0], by_slot[:-1]]), slots)
+    last = np.concatenate([slots[1:] != slots[:-1], [True]])  # each picked slot's last refill stays in it
+    left = np.arange(buffer_size)
+    left[slots[last]] = buffer_size + by_slot[last]
+    return stream[np.concatenate([source, left[rng.permutation(buffer_size)]])]
