@@ -12,7 +12,7 @@ import tempfile as _tempfile
 # Quiet TensorFlow's start-up chatter in notebooks (when fedteach is imported first: TensorFlow reads
 # it when it is imported; `fedteach lab` sets it for every kernel). oneDNN's kernels stay as TensorFlow
 # starts them (on, on x86), whatever is imported first: the same numbers in either order, and CNN
-# rounds 1.5-4x faster than with them off (see the README's benchmarks).
+# rounds 1.5-2.2x faster than with them off (see the README).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow 2.21 announces oneDNN when it loads, before its log level applies (absl's pre-init logging).

@@ -196,6 +196,14 @@ def test_rounds_after_the_first_compile_nothing():
     assert process.trace_count == traces
 
 
+def test_the_type_signature_shows_the_client_control_variates_as_a_table_by_client_id():
+    process = build()
+    control = "<dense/kernel=float32[4,3],dense/bias=float32[3]>"
+    state = str(process.initialize.type_signature.result)
+    assert f"control={control},client_controls={{string:{control}}}>@SERVER" in state
+    assert str(process.next.type_signature).startswith(f"(<{state},")
+
+
 def test_a_checkpoint_keeps_the_control_variates(tmp_path):
     process = build()
     uninterrupted, _ = run(process)

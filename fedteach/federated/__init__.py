@@ -19,7 +19,7 @@ from fedteach.federated.intrinsics import (
     federated_value_list,
 )
 from fedteach.federated.placements import CLIENTS, SERVER, Placement, PlacementError
-from fedteach.federated.types import FederatedType, FunctionType, SequenceType, StructType, TensorType
+from fedteach.federated.types import FederatedType, FunctionType, MappingType, SequenceType, StructType, TensorType
 from fedteach.federated.values import FederatedValue
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Placement",
     "TensorType",
     "StructType",
+    "MappingType",
     "SequenceType",
     "FederatedType",
     "FunctionType",

@@ -1,8 +1,9 @@
 """Types of federated computations, printed in the notation of the TFF tutorials.
 
 ``float32[?,784]`` is a tensor, ``<a=float32,b=int32>`` a structure, ``<...>*`` a
-sequence (a dataset), ``{float32}@CLIENTS`` one value per client, ``float32@SERVER``
-a value on the server and ``(A -> B)`` a computation.
+sequence (a dataset), ``{string:float32}`` a table keyed by strings (e.g. client ids),
+``{float32}@CLIENTS`` one value per client, ``float32@SERVER`` a value on the server
+and ``(A -> B)`` a computation.
 """
 
 import abc
@@ -201,6 +202,40 @@ class SequenceType(Type):
 
     def __repr__(self):
         return f"SequenceType({self.element!r})"
+
+
+class MappingType(Type):
+    """A table of values of one type under keys of another, e.g. one entry per client id; prints ``{key:value}``.
+
+    What a server keeps for each client it has seen (SCAFFOLD's control variates): how many entries,
+    and under which ids, is not part of the type.
+
+    Example:
+        >>> print(MappingType(str, StructType([('kernel', TensorType('float32', [784, 10]))])))
+        {string:<kernel=float32[784,10]>}
+    """
+
+    def __init__(self, key, value):
+        self.key = _to_type(key)
+        self.value = _to_type(value)
+
+    def _key(self):
+        return (self.key, self.value)
+
+    def is_assignable_from(self, other):
+        """Whether ``other`` is a table with the same keys and assignable values.
+
+        Example:
+            >>> MappingType(str, TensorType(float, [None])).is_assignable_from(MappingType(str, TensorType(float, [2])))
+            True
+        """
+        return isinstance(other, MappingType) and self.key == other.key and self.value.is_assignable_from(other.value)
+
+    def __str__(self):
+        return f"{{{self.key}:{self.value}}}"
+
+    def __repr__(self):
+        return f"MappingType({self.key!r}, {self.value!r})"
 
 
 class FederatedType(Type):

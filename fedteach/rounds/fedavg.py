@@ -264,7 +264,7 @@ class FederatedAveraging:
         elif engine == "fast":
             raise ValueError(f"engine='fast' is not possible: {self.model_reason}")
         self.path, self.path_reason = None, None
-        state_type = server_type(self.initialize())
+        state_type = server_type(self.initialize(), self.state_member_type())
         outputs = self.runner.model.report_local_outputs()
         self.metrics_type = _aggregators.metrics_type_with(metrics_type(model, outputs), self.aggregator)
         self.process = FederatedAveragingProcess(
@@ -276,6 +276,10 @@ class FederatedAveraging:
 
     def initialize(self) -> ServerState:
         return ServerState(self.initial_weights.map(np.copy), self.server.initial_state())
+
+    def state_member_type(self):
+        """The server state's type, in the type signatures (None: inferred from the initial state)."""
+        return None
 
     def choose_path(self, federated_data) -> tuple[str, str]:
         if self.engine == "general":

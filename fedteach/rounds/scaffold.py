@@ -31,6 +31,8 @@ import collections
 import keras
 import numpy as np
 
+from fedteach.federated.conversions import to_type
+from fedteach.federated.types import MappingType, StructType
 from fedteach.rounds import fast, grouping
 from fedteach.rounds.fedavg import FederatedAveraging, _skip_empty, build_client_optimizer, build_server
 from fedteach.rounds.process import check_client_datasets, check_model_fn, client_name
@@ -148,6 +150,13 @@ class Scaffold(FederatedAveraging):
         state = super().initialize()
         zeros = collections.OrderedDict((k, np.zeros_like(v)) for k, v in state.model.trainable.items())
         return ScaffoldState(state.model, state.optimizer_state, zeros, collections.OrderedDict())
+
+    def state_member_type(self):
+        """The state's type with ``client_controls`` as what it is: a table of control variates by client id
+        (``{string:<...>}``), empty at first."""
+        state = to_type(self.initialize())
+        return StructType([(name, MappingType(str, state["control"]) if name == "client_controls" else member)
+                           for name, member in state], container=state.container)
 
     def next(self, state: ScaffoldState, federated_data):
         if not isinstance(state, ScaffoldState):
