@@ -128,6 +128,32 @@ def test_processes_of_one_architecture_share_the_compiled_round(clients):
             np.testing.assert_allclose(weights, general_state.model.trainable[name], rtol=1e-4, atol=1e-5)
 
 
+def test_the_compiled_function_cache_keeps_the_most_recently_used_architectures(clients, monkeypatch):
+    """A long session of many models does not hold every compiled function: the least recently used
+    architecture goes first, and a process whose entry went keeps training with it."""
+    monkeypatch.setattr(ft.rounds.fast, "MAX_COMPILED", 2)  # these processes compile a trainer each
+    data = ft.make_federated_data(clients, clients.client_ids[:3], tutorial_preprocess())
+
+    def hidden(units):
+        return lambda: keras.Sequential([keras.Input((784,)), keras.layers.Dense(units, activation="relu"),
+                                         keras.layers.Dense(10, activation="softmax")])
+
+    def cached(units):
+        model = ft.from_keras_model(hidden(units)(), keras.losses.SparseCategoricalCrossentropy(), SPEC,
+                                    metrics=[keras.metrics.SparseCategoricalAccuracy()])
+        return (ft.rounds.fast.FastTrainer, ft.rounds.fast.architecture_key(model)) in ft.rounds.fast._COMPILED
+
+    first = process_for(hidden(3))
+    run(first, data, rounds=1)
+    run(process_for(hidden(4)), data, rounds=1)
+    run(process_for(hidden(3)), data, rounds=1)  # used again: now the most recent
+    run(process_for(hidden(5)), data, rounds=1)
+    assert len(ft.rounds.fast._COMPILED) == 2
+    assert cached(3) and cached(5) and not cached(4)
+    _, metrics = run(first, data, rounds=1)
+    assert np.isfinite(metrics[0]["loss"])
+
+
 def test_architecture_key_tells_architectures_apart():
     key = lambda build, loss="sparse_categorical_crossentropy": ft.rounds.fast.architecture_key(
         ft.from_keras_model(build(), loss, SPEC, metrics=[keras.metrics.SparseCategoricalAccuracy()]))

@@ -296,7 +296,10 @@ class _Compiled:
     trace_count: int = 0
 
 
-_COMPILED: dict = {}  # (trainer or evaluator class, architecture_key) -> _Compiled
+_COMPILED: collections.OrderedDict = collections.OrderedDict()  # (class, architecture_key) -> _Compiled, LRU last
+MAX_COMPILED = 16
+"""How many architectures' compiled functions (a trainer's and an evaluator's count apart) the cache keeps: the
+least recently used go first, so that a long session of many models does not hold every compiled function."""
 _MAPPERS: dict = {}  # (map functions' key, raw spec) -> (the vectorized map as a tf.function, the map functions)
 
 
@@ -317,6 +320,9 @@ def _compiled(owner, model) -> _Compiled:
             _COMPILED[key] = _Compiled(owner)
             if isinstance(owner, FastTrainer) and has_convolutions(model.keras_model):
                 _COMPILED[key].jit_compile, _COMPILED[key].xla_error = False, NO_XLA_FOR_CONVOLUTIONS
+            while len(_COMPILED) > MAX_COMPILED:  # a process that holds an evicted entry keeps using it
+                _COMPILED.popitem(last=False)
+        _COMPILED.move_to_end(key)
         return _COMPILED[key]
 
 
