@@ -318,7 +318,7 @@ def _compiled(owner, model) -> _Compiled:
     with _LOCK:
         if key not in _COMPILED:
             _COMPILED[key] = _Compiled(owner)
-            if isinstance(owner, FastTrainer) and has_convolutions(model.keras_model):
+            if has_convolutions(model.keras_model):  # the evaluation too: a plain graph compiles 3x faster
                 _COMPILED[key].jit_compile, _COMPILED[key].xla_error = False, NO_XLA_FOR_CONVOLUTIONS
             while len(_COMPILED) > MAX_COMPILED:  # a process that holds an evicted entry keeps using it
                 _COMPILED.popitem(last=False)
@@ -542,7 +542,9 @@ class FastEvaluator:
     Each distinct example is predicted once; a client's metrics are sums over
     its stream (epochs included, as the per-client loop would count them).
     The weights are inputs of the compiled pass, which is shared by every
-    evaluator of the same architecture.
+    evaluator of the same architecture. The pass is XLA-compiled, except for a
+    model with convolutions: as a plain graph its first call takes 0.12 s
+    instead of XLA's 0.33 s, and later calls half the time (the course's CNN).
     """
 
     def __init__(self, model):
@@ -569,12 +571,16 @@ class FastEvaluator:
                 apply_map = _vectorized(map_fns)
                 per_example = shared.owner._per_example
 
-                def values(trainable, non_trainable, raw):
+                def values(trainable, non_trainable, raw, rows):
                     mapped = apply_map(raw)
-                    return per_example(trainable, non_trainable, mapped["x"], mapped["y"])
+                    y = mapped["y"]  # the padding rows' labels (left as they were) made 0: a plain graph checks them
+                    real = tf.range(tf.shape(y)[0]) < rows
+                    real = tf.reshape(real, tf.concat([[-1], tf.ones_like(tf.shape(y)[1:])], 0))
+                    return per_example(trainable, non_trainable, mapped["x"], tf.where(real, y, tf.zeros_like(y)))
 
-                shared.traces[key] = tf.function(values, jit_compile=True, autograph=False).get_concrete_function(
-                    *tf.nest.map_structure(tf.TensorSpec.from_tensor, (*weights, examples)))
+                shared.traces[key] = tf.function(
+                    values, jit_compile=shared.jit_compile, autograph=False).get_concrete_function(
+                    *tf.nest.map_structure(tf.TensorSpec.from_tensor, (*weights, examples, tf.constant(0))))
                 shared.keep.append(tuple(map_fns))
         return shared.traces[key]
 
@@ -585,7 +591,8 @@ class FastEvaluator:
             rows, counts = self._rows(datasets, offsets)
         arrays = ([tf.constant(w) for w in weights.trainable.values()],
                   [tf.constant(w) for w in weights.non_trainable.values()])
-        values = self._traced(map_fns, examples, arrays)(*arrays, examples).numpy()  # [rows, 1 + metrics]
+        real_rows = tf.constant(sum(_num_rows(ds) for ds in datasets))
+        values = self._traced(map_fns, examples, arrays)(*arrays, examples, real_rows).numpy()  # [rows, 1 + metrics]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         sums = np.zeros((len(counts), values.shape[1]), values.dtype)
         has = counts > 0  # reduceat needs non-empty segments
