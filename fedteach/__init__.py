@@ -69,3 +69,13 @@ class _HideRetracingWarnings(_logging.Filter):
 
 
 _logging.getLogger("tensorflow").addFilter(_HideRetracingWarnings())
+
+__version__ = "0.1.0"
+__all__ = (data.__all__ + federated.__all__ + models.__all__ + rounds.__all__
+           + ["assign_weights_to_keras_model", "build_federated_evaluation",
+              "CheckpointError", "load_checkpoint", "save_checkpoint", "widgets",
+              "aggregators", "drift", "optimizers", "personalization", "evaluate_personalization",
+              "Experiment", "ExperimentConfig", "plot_convergence", "plot_label_distribution",
+              "plot_label_heatmap", "plot_label_histogram", "plot_partition_comparison", "plot_samples",
+              "plot_federated_round", "accuracy_ylim", "plot_batch", "leakage", "secure_aggregation",
+              "attacks", "robust"])

@@ -37,3 +37,12 @@ def test_importing_tensorflow_first_gives_the_same_numbers(first):
     assert "UserWarning" not in tensorflow_first.stderr
     assert fedteach_first.stdout == tensorflow_first.stdout
     assert "nan" not in fedteach_first.stdout
+
+
+def test_the_package_says_its_version_and_exports_every_name_it_lists():
+    import fedteach
+
+    assert fedteach.__version__
+    assert {"Experiment", "build_federated_averaging_process", "federated_computation", "ClientData"} <= set(
+        fedteach.__all__)
+    assert all(hasattr(fedteach, name) for name in fedteach.__all__)
