@@ -22,7 +22,7 @@ from fedteach.rounds.process import (Computation, IterativeProcess, check_client
                                      check_positive, client_name, clients_data_type, function_type, is_finite,
                                      metrics_type, num_classes, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
-from fedteach.federated import FederatedValue, StructType
+from fedteach.federated import FederatedValue, StructType, to_type
 
 
 class DivergenceError(FloatingPointError):
@@ -264,7 +264,7 @@ class FederatedAveraging:
         elif engine == "fast":
             raise ValueError(f"engine='fast' is not possible: {self.model_reason}")
         self.path, self.path_reason = None, None
-        state_type = server_type(self.initialize(), self.state_member_type())
+        state_type = server_type(self.state_member_type())
         outputs = self.runner.model.report_local_outputs()
         self.metrics_type = _aggregators.metrics_type_with(metrics_type(model, outputs), self.aggregator)
         self.process = FederatedAveragingProcess(
@@ -278,8 +278,8 @@ class FederatedAveraging:
         return ServerState(self.initial_weights.map(np.copy), self.server.initial_state())
 
     def state_member_type(self):
-        """The server state's type, in the type signatures (None: inferred from the initial state)."""
-        return None
+        """The server state's type (without its placement) in the type signatures: the initial state's."""
+        return to_type(self.initialize())
 
     def choose_path(self, federated_data) -> tuple[str, str]:
         if self.engine == "general":

@@ -93,9 +93,9 @@ def function_type(parameters: list, result) -> FunctionType:
     return FunctionType(StructType([(None, p) for p in parameters]), result)
 
 
-def server_type(value, member=None):
-    """``T@SERVER`` for a plain value (e.g. a ServerState), ``T`` inferred from it unless ``member`` is given."""
-    return FederatedType(to_type(value) if member is None else member, SERVER)
+def server_type(value):
+    """``T@SERVER`` for a plain value (e.g. a ServerState) or a type ``T``."""
+    return FederatedType(to_type(value), SERVER)
 
 
 def is_finite(arrays) -> bool:

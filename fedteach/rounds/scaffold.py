@@ -31,7 +31,6 @@ import collections
 import keras
 import numpy as np
 
-from fedteach.federated.conversions import to_type
 from fedteach.federated.types import MappingType, StructType
 from fedteach.rounds import fast, grouping
 from fedteach.rounds.fedavg import FederatedAveraging, _skip_empty, build_client_optimizer, build_server
@@ -154,7 +153,7 @@ class Scaffold(FederatedAveraging):
     def state_member_type(self):
         """The state's type with ``client_controls`` as what it is: a table of control variates by client id
         (``{string:<...>}``), empty at first."""
-        state = to_type(self.initialize())
+        state = super().state_member_type()
         return StructType([(name, MappingType(str, state["control"]) if name == "client_controls" else member)
                            for name, member in state], container=state.container)
 
