@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from fedteach.data import ClientData, partition_shards
 from fedteach.data.offline import load_offline_digits
@@ -301,6 +302,7 @@ def plot(histories, *, fig=None, figsize=None) -> Figure:
         test_ax.set_title("global model's test accuracy")
         for ax in (drift_ax, test_ax):
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds, not 2.5
             ax.legend(fontsize="small")
     return fig
 
