@@ -70,8 +70,8 @@ def build(recipe, shuffle=True):
 
 
 def fast_batches(recipe, shuffle=True):
-    stream = fast._client_stream(build(recipe, shuffle), np.random.default_rng(recipe['rng']))
-    return [tuple(int(i) for i in b) for b in stream]
+    order, lengths = fast._client_stream(build(recipe, shuffle), np.random.default_rng(recipe['rng']))
+    return [tuple(int(i) for i in b) for b in np.split(order, np.cumsum(lengths)[:-1])] if len(lengths) else []
 
 
 def tf_batches(recipe, shuffle=True):

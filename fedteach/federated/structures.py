@@ -54,11 +54,16 @@ def element(value, name, index):
         >>> element({'loss': 1.0}, 'loss', 0), element((5, 6), None, 1)
         (1.0, 6)
     """
-    if isinstance(value, collections.abc.Mapping):
+    if type(value) in (list, tuple):  # the quick tests first: plain lists and dicts are the usual members
+        return value[index]
+    if type(value) in _PLAIN_MAPPINGS or isinstance(value, collections.abc.Mapping):
         return value[name]
     if name is not None:
         return getattr(value, name)
     return value[index]
+
+
+_PLAIN_MAPPINGS = (dict, collections.OrderedDict)
 
 
 def build(container, names, elements):

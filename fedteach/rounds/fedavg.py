@@ -259,7 +259,8 @@ class FederatedAveraging:
         if self.model_reason is None:
             # 1,024 rows at least: rounds of a few small clients share one shape, hence one XLA compilation (the
             # map also runs on the padding rows, a reshape for the tutorial's; training sees only indexed rows)
-            self.layouter = fast.Layouter(model.input_spec, num_classes=num_classes(model), min_rows=1024)
+            self.layouter = fast.Layouter(model.input_spec, num_classes=num_classes(model), min_rows=1024,
+                                          reuse_memory=True)  # its layouts are used within their round
             self.trainer = fast.FastTrainer(model, client_optimizer.learning_rate.numpy(), self.proximal_mu)
         elif engine == "fast":
             raise ValueError(f"engine='fast' is not possible: {self.model_reason}")

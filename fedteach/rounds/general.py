@@ -154,7 +154,8 @@ class ClientRunner:
             self.local_steps = np.array(steps, np.int64)
             return results
         if self._layouter is None:
-            self._layouter = fast.Layouter(self.model.input_spec, min_rows=1024)  # few shapes, few XLA compiles
+            # Few shapes, few XLA compiles; its layouts are used within their round: it reuses its memory
+            self._layouter = fast.Layouter(self.model.input_spec, min_rows=1024, reuse_memory=True)
         layout = self._layouter.layout(datasets, np.random.default_rng([seed, round_num]))
         return self._laid_out_round(weights, layout, corrections)
 

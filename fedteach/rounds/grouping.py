@@ -74,7 +74,7 @@ def estimate(layouter, trainer, datasets, steps: int) -> tuple[int, int]:
     """Bytes per example row (raw and mapped) and per client (model copies, index and mask) of a fast round."""
     raw = sum(a.dtype.itemsize * int(np.prod(a.shape[1:])) for a in datasets[0].source.values())
     mapped = sum(s.dtype.size * int(np.prod([d or 1 for d in s.shape[1:]])) for s in layouter.input_spec.values())
-    params = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in trainer.model.trainable_variables)
+    params = trainer.weight_bytes
     batch = max((s.args[0] for ds in datasets for s in ds.steps if s.kind == "batch"), default=1)
     return raw + mapped, COPIES_PER_CLIENT * params + steps * batch * 8
 
@@ -96,8 +96,8 @@ def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_cli
         trained = trainer.train(trainable, non_trainable, layout, return_clients, corrections=corrections)
         return trained, layout.num_examples, _steps(layout.mask)
     streams = [fast._client_stream(ds, rng) for ds in datasets]  # the generator's draws in client order, as above
-    steps = fast.bucket(max(len(s) for s in streams), fast.MIN_STEPS)
-    batch = max((len(b) for s in streams for b in s), default=1)
+    steps = fast.bucket(max(len(lengths) for _, lengths in streams), fast.MIN_STEPS)
+    batch = max((int(lengths.max()) for _, lengths in streams if len(lengths)), default=1)
     shape = (split.clients, steps, batch)
     group_layouter = fast.Layouter(layouter.input_spec, layouter.num_classes, min_rows=split.rows)
     num_examples, local_steps = np.zeros(len(datasets), np.int64), np.zeros(len(datasets), np.int64)
