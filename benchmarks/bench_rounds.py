@@ -126,13 +126,14 @@ class Workload:
         self.preprocess = ft.preprocess_for_tutorial(epochs, 20, shuffle, seed=None)
         self.epochs, self.shuffle, self.fixed = epochs, shuffle, fixed
         self.reuse, self._data = reuse, None  # reuse: build the datasets once, as the tutorial does
-        self._ids = np.array(client_data.client_ids)  # sampling the ids is not part of the measured round
+        # Each round's clients, drawn here: sampling the ids is not part of the measured round (nor of the bound's)
+        everyone = np.array(client_data.client_ids)
+        self._ids = [fixed if fixed is not None else
+                     np.random.default_rng(r).choice(everyone, clients_per_round, replace=False).tolist()
+                     for r in range(rounds + 1)]
 
     def ids(self, round_num):
-        if self.fixed is not None:
-            return self.fixed
-        rng = np.random.default_rng(round_num)
-        return rng.choice(self._ids, self.k, replace=False).tolist()
+        return self._ids[round_num]
 
     def data(self, round_num):
         if self.reuse and self._data is not None:

@@ -257,7 +257,7 @@ def test_fast_and_general_evaluation_agree(clients, build, monkeypatch):
     """Evaluation takes the fast layout for tutorial-style datasets; a plain tf.data pipeline takes the loop.
     The padding rows of the stacked examples are never read as examples, whatever they hold (here labels
     far outside the classes, which the CNN's plain graph would refuse)."""
-    def garbage(shape, dtype, align=64):
+    def garbage(shape, dtype):
         return np.full(shape, 10**6, dtype)
 
     monkeypatch.setattr(ft.rounds.fast, "_aligned_empty", garbage)

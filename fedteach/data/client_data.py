@@ -9,6 +9,7 @@ access to one client's raw NumPy arrays for the fast round engine.
 from __future__ import annotations
 
 import difflib
+import math
 import mmap
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -406,14 +407,15 @@ class _H5Clients:
         for name in names:
             dataset = h5py.h5d.open(group, name)
             offset = dataset.get_offset()
-            located.append((name.decode(), dataset.shape, dataset.dtype, dataset if offset is None else offset))
+            located.append((name.decode(), dataset.shape, dataset.dtype, dataset if offset is None else offset,
+                            math.prod(dataset.shape)))
         return located
 
     def read(self, client_id: str) -> Arrays:
         arrays = {}
-        for name, shape, dtype, where in self._located[client_id]:
+        for name, shape, dtype, where, size in self._located[client_id]:
             if isinstance(where, int):
-                arrays[name] = np.frombuffer(self._map, dtype, int(np.prod(shape)), where).reshape(shape)
+                arrays[name] = np.frombuffer(self._map, dtype, size, where).reshape(shape)
             else:  # chunked or compressed, or empty (no storage)
                 array = np.empty(shape, dtype)
                 if array.size:

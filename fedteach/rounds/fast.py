@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Layout:
     index: np.ndarray       # int32 [clients, steps, batch], rows of ``examples``
     mask: np.ndarray        # float32 [clients, steps, batch], 1 for real examples
     num_examples: np.ndarray  # int64 [clients], examples each client trains on
+    local_steps: np.ndarray   # int64 [clients], each client's batches (its local steps)
 
 
 @dataclass
@@ -208,13 +210,24 @@ def _map_groups(datasets) -> list:
     return list(groups.values())
 
 
-def _aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
-    """``np.empty(shape, dtype)`` starting at an ``align``-byte boundary (so a tensor can share it)."""
+def _aligned(shape, dtype, allocate) -> np.ndarray:
+    """An array made by ``allocate`` (``np.empty`` or ``np.zeros``) starting at a 64-byte boundary (so a tensor
+    can share it)."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(size + align, np.uint8)
-    start = -raw.ctypes.data % align
+    size = math.prod(shape) * dtype.itemsize
+    raw = allocate(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
     return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _aligned_empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting at a 64-byte boundary (so a tensor can share it)."""
+    return _aligned(shape, dtype, np.empty)
+
+
+def _aligned_zeros(shape, dtype) -> np.ndarray:
+    """``np.zeros(shape, dtype)`` starting at a 64-byte boundary (so a tensor can share it)."""
+    return _aligned(shape, dtype, np.zeros)
 
 
 def _tensor_sharing(array: np.ndarray) -> tuple[tf.Tensor, bool]:
@@ -411,7 +424,8 @@ class Layouter:
         examples, map_fns, offsets = self.stacked(datasets)
         index, mask = _index(streams, offsets)
         rows = sum(_num_rows(ds) for ds in datasets)
-        return Layout(examples, map_fns, rows, index, mask, mask.sum(axis=(1, 2)).astype(np.int64))
+        return Layout(examples, map_fns, rows, index, mask, np.array([len(o) for o, _ in streams], np.int64),
+                      np.array([len(lengths) for _, lengths in streams], np.int64))
 
     def stacked(self, datasets):
         """The round's examples (see ``_stack``); for the same dataset objects as last time, the same ones."""
@@ -544,10 +558,8 @@ def _index(streams, offsets):
     are the clients' ``(order, lengths)`` (see ``_client_stream``)."""
     steps = bucket(max((len(lengths) for _, lengths in streams), default=1), MIN_STEPS)
     batch = max((int(lengths.max()) for _, lengths in streams if len(lengths)), default=1)
-    index = _aligned_empty((len(streams), steps, batch), np.int32)  # aligned: its tensor shares its memory
-    mask = _aligned_empty((len(streams), steps, batch), np.float32)
-    index.fill(0)
-    mask.fill(0.0)
+    index = _aligned_zeros((len(streams), steps, batch), np.int32)  # aligned: its tensor shares its memory
+    mask = _aligned_zeros((len(streams), steps, batch), np.float32)
     for c, (order, lengths) in enumerate(streams):
         k = len(lengths)
         if (lengths[:-1] == batch).all():  # the usual case: full batches, then a shorter last one

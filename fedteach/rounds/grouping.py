@@ -18,6 +18,7 @@ batches.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -72,8 +73,8 @@ def plan(sizes, row_bytes: int, client_bytes: int, budget_bytes: float) -> Plan 
 
 def estimate(layouter, trainer, datasets, steps: int) -> tuple[int, int]:
     """Bytes per example row (raw and mapped) and per client (model copies, index and mask) of a fast round."""
-    raw = sum(a.dtype.itemsize * int(np.prod(a.shape[1:])) for a in datasets[0].source.values())
-    mapped = sum(s.dtype.size * int(np.prod([d or 1 for d in s.shape[1:]])) for s in layouter.input_spec.values())
+    raw = sum(a.dtype.itemsize * math.prod(a.shape[1:]) for a in datasets[0].source.values())
+    mapped = sum(s.dtype.size * math.prod(d or 1 for d in s.shape[1:]) for s in layouter.input_spec.values())
     params = trainer.weight_bytes
     batch = max((s.args[0] for ds in datasets for s in ds.steps if s.kind == "batch"), default=1)
     return raw + mapped, COPIES_PER_CLIENT * params + steps * batch * 8
@@ -94,7 +95,7 @@ def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_cli
     if split is None:
         layout = layouter.layout(datasets, rng)
         trained = trainer.train(trainable, non_trainable, layout, return_clients, corrections=corrections)
-        return trained, layout.num_examples, _steps(layout.mask)
+        return trained, layout.num_examples, layout.local_steps
     streams = [fast._client_stream(ds, rng) for ds in datasets]  # the generator's draws in client order, as above
     steps = fast.bucket(max(len(lengths) for _, lengths in streams), fast.MIN_STEPS)
     batch = max((int(lengths.max()) for _, lengths in streams if len(lengths)), default=1)
@@ -113,10 +114,11 @@ def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_cli
         index, mask = _padded(index, shape), _padded(mask, shape)
         count = mask.sum(axis=(1, 2)).astype(np.int64)
         num_examples[members] = count[:len(members)]
-        local_steps[members] = _steps(mask)[:len(members)]
+        local_steps[members] = [len(streams[i][1]) for i in members]
         if count.sum() == 0:  # nothing to train: the group adds nothing to the average
             continue
-        layout = fast.Layout(examples, map_fns, int(sum(sizes[i] for i in members)), index, mask, count)
+        layout = fast.Layout(examples, map_fns, int(sum(sizes[i] for i in members)), index, mask, count,
+                             _padded(local_steps[members], (split.clients,)))
         group_corrections = None if corrections is None else [
             _padded(np.asarray(c)[members], (split.clients,) + np.shape(c)[1:]) for c in corrections]
         trained = trainer.train(trainable, non_trainable, layout, return_clients, corrections=group_corrections)
@@ -137,11 +139,6 @@ def train(trainer, layouter, datasets, rng, trainable, non_trainable, return_cli
     ntv = [(t / total).astype(np.asarray(w).dtype) for t, w in zip(ntv, non_trainable)]
     label_range = (min(lows), max(highs)) if lows else (0, 0)
     return fast.Trained(tv, ntv, outputs, clients, label_range), num_examples, local_steps
-
-
-def _steps(mask: np.ndarray) -> np.ndarray:
-    """Each client's local steps: the batches of its ``[clients, steps, batch]`` mask that hold an example."""
-    return (mask.sum(axis=2) > 0).sum(axis=1).astype(np.int64)
 
 
 def _padded(array: np.ndarray, shape) -> np.ndarray:

@@ -100,7 +100,8 @@ def server_type(value):
 
 def is_finite(arrays) -> bool:
     """True when every array in ``arrays`` is free of NaN and Inf."""
-    return all(bool(np.isfinite(np.asarray(a, np.float64)).all()) for a in arrays)
+    return all(bool(np.isfinite(a if isinstance(a, np.ndarray) and a.dtype.kind == "f" else
+                                np.asarray(a, np.float64)).all()) for a in arrays)
 
 
 def client_name(dataset, index: int) -> str:
