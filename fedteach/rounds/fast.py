@@ -555,20 +555,28 @@ def _where_active(count, new, old):
 
 def _index(streams, offsets):
     """Rows of each client's batches, ``[clients, steps, batch]``, and the mask of real examples; ``streams``
-    are the clients' ``(order, lengths)`` (see ``_client_stream``)."""
-    steps = bucket(max((len(lengths) for _, lengths in streams), default=1), MIN_STEPS)
-    batch = max((int(lengths.max()) for _, lengths in streams if len(lengths)), default=1)
+    are the clients' ``(order, lengths)`` (see ``_client_stream``).
+
+    Example:
+        >>> streams = [(np.array([2, 0, 1]), np.array([2, 1])), (np.array([1, 0]), np.array([2]))]
+        >>> index, mask = _index(streams, offsets=[0, 3])
+        >>> index[:, :2].tolist(), mask[:, :2].tolist()
+        ([[[2, 0], [1, 0]], [[4, 3], [0, 0]]], [[[1.0, 1.0], [1.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]]])
+    """
+    batches = np.array([len(lengths) for _, lengths in streams], np.int64)  # per client
+    steps = bucket(int(batches.max(initial=1)), MIN_STEPS)
+    lengths = np.concatenate([lengths for _, lengths in streams])  # every batch, client after client
+    batch = int(lengths.max(initial=1))
     index = _aligned_zeros((len(streams), steps, batch), np.int32)  # aligned: its tensor shares its memory
     mask = _aligned_zeros((len(streams), steps, batch), np.float32)
-    for c, (order, lengths) in enumerate(streams):
-        k = len(lengths)
-        if (lengths[:-1] == batch).all():  # the usual case: full batches, then a shorter last one
-            index[c, :k].reshape(-1)[:len(order)] = order + offsets[c]
-            mask[c, :k].reshape(-1)[:len(order)] = 1.0
-        else:
-            for t, (start, n) in enumerate(zip(np.cumsum(lengths) - lengths, lengths)):
-                index[c, t, :n] = order[start:start + n] + offsets[c]
-                mask[c, t, :n] = 1.0
+    # Batch t of client c starts at flat position (c * steps + t) * batch; its examples follow one another.
+    first_batch = np.cumsum(batches) - batches
+    starts = (np.repeat(np.arange(len(streams)) * steps - first_batch, batches) + np.arange(len(lengths))) * batch
+    first_example = np.cumsum(lengths) - lengths
+    positions = np.repeat(starts - first_example, lengths) + np.arange(int(lengths.sum()))
+    rows = np.concatenate([order + offset for (order, _), offset in zip(streams, offsets)])
+    index.reshape(-1)[positions] = rows
+    mask.reshape(-1)[positions] = 1.0
     return index, mask
 
 
