@@ -400,6 +400,8 @@ class Layouter:
 
     def __init__(self, input_spec, num_classes: int | None = None, min_rows: int = 1, reuse_memory: bool = False):
         self.input_spec = input_spec
+        self.row_bytes = sum(s.dtype.size * math.prod(d or 1 for d in s.shape[1:]) for s in input_spec.values())
+        """The bytes of one mapped example (an unknown dimension counted as 1)."""
         self.num_classes = num_classes
         self.min_rows = min_rows  # the fewest rows of stacked examples (padding shares one shape across rounds)
         self._checked = set()  # the (map functions, raw spec) keys whose mapped fields passed the checks
@@ -417,9 +419,10 @@ class Layouter:
         return _MAPPERS[key][0]
 
     def layout(self, datasets, rng: np.random.Generator) -> Layout:
-        """Lays out a round, shuffling with ``rng`` (client by client, in order); the same dataset objects
-        as last round (the tutorial reuses them) are stacked once, like ``tf.data``'s ``cache()``: map
-        functions are taken to be deterministic."""
+        """Lays out a round, shuffling with ``rng`` (client by client, in order); datasets over the same
+        examples as last round (the tutorial reuses its datasets; a ClientData hands out the same read-only
+        arrays for a client) are stacked once, like ``tf.data``'s ``cache()``: map functions are taken to be
+        deterministic."""
         streams = [_client_stream(ds, rng) for ds in datasets]
         examples, map_fns, offsets = self.stacked(datasets)
         index, mask = _index(streams, offsets)
@@ -428,9 +431,10 @@ class Layouter:
                       np.array([len(lengths) for _, lengths in streams], np.int64))
 
     def stacked(self, datasets):
-        """The round's examples (see ``_stack``); for the same dataset objects as last time, the same ones."""
-        if self._last is None or len(self._last[0]) != len(datasets) or any(
-                a is not b for a, b in zip(self._last[0], datasets)):
+        """The round's examples (see ``_stack``); for datasets over the same examples as last time (see
+        ``_same_examples``), the same ones."""
+        if self._last is None or len(self._last[0]) != len(datasets) or not all(
+                map(_same_examples, self._last[0], datasets)):
             self._last = (list(datasets), *self._stack(datasets))
         return self._last[1:]
 
@@ -532,6 +536,24 @@ class Layouter:
                     f"outside the model's {self.num_classes} classes (labels must be 0..{self.num_classes - 1}; "
                     f"this client's labels span {low}..{high}). Give the last layer at least {high + 1} units, "
                     "or fix the labels.")
+
+
+def _same_examples(a, b) -> bool:
+    """Whether two client datasets stack to the same examples: the same dataset, or two over the same arrays
+    (objects, not values: the arrays that ``_stack`` read are kept alive with ``a``) with the same map
+    functions.
+
+    Example:
+        >>> source = {'x': np.zeros((3, 2), np.float32)}
+        >>> a, b = ClientDataset(source).batch(2), ClientDataset(source).repeat(2).batch(3)
+        >>> _same_examples(a, b), _same_examples(a, ClientDataset({'x': np.zeros((3, 2), np.float32)}))
+        (True, False)
+    """
+    if a is b:
+        return True
+    maps = [[s.args[0] for s in ds.steps if s.kind == "map"] for ds in (a, b)]
+    return (a.source.keys() == b.source.keys() and all(a.source[k] is b.source[k] for k in a.source)
+            and len(maps[0]) == len(maps[1]) and all(f is g for f, g in zip(*maps)))
 
 
 def _label_range(examples, rows):

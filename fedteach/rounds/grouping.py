@@ -74,7 +74,7 @@ def plan(sizes, row_bytes: int, client_bytes: int, budget_bytes: float) -> Plan 
 def estimate(layouter, trainer, datasets, steps: int) -> tuple[int, int]:
     """Bytes per example row (raw and mapped) and per client (model copies, index and mask) of a fast round."""
     raw = sum(a.dtype.itemsize * math.prod(a.shape[1:]) for a in datasets[0].source.values())
-    mapped = sum(s.dtype.size * math.prod(d or 1 for d in s.shape[1:]) for s in layouter.input_spec.values())
+    mapped = layouter.row_bytes
     params = trainer.weight_bytes
     batch = max((s.args[0] for ds in datasets for s in ds.steps if s.kind == "batch"), default=1)
     return raw + mapped, COPIES_PER_CLIENT * params + steps * batch * 8
