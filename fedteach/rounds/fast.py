@@ -159,7 +159,7 @@ def _client_stream(dataset: ClientDataset, rng: np.random.Generator) -> tuple[np
                     if not drop or i + size <= len(upstream)]
         return upstream  # map: the same examples, transformed later
 
-    last = len(steps) - 1 - [s.kind for s in steps][::-1].index("batch")  # batched: see unsupported_pipeline
+    last = [s.kind for s in steps].index("batch")  # batched once: see unsupported_pipeline
     if last == len(steps) - 1:  # the usual recipe: batch last, so the batches are cut from one flat order
         order = run(last)
         size, drop = steps[last].args
@@ -454,8 +454,7 @@ class Layouter:
         for k, first in sources[0].items():
             # The padding rows are left as they are: the map treats each row on its own and no index points there.
             shape = (bucket(total, self.min_rows),) + first.shape[1:]
-            stacked, tensor = self._buffers.get((k, shape, first.dtype), (None, None)) if self._buffers is not None \
-                else (None, None)
+            stacked, tensor = (self._buffers or {}).get((k, shape, first.dtype), (None, None))
             if stacked is None:
                 stacked = _aligned_empty(shape, first.dtype)
             np.concatenate([src[k] for src in sources], out=stacked[:total])
@@ -739,7 +738,7 @@ class FastTrainer:
         self.learning_rate = float(learning_rate)
         self.proximal_mu = float(proximal_mu)
         self._learning_rate, self._proximal_mu = _tensor(np.float32(learning_rate)), _tensor(np.float32(proximal_mu))
-        self.weight_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.trainable_variables)
+        self.weight_bytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.trainable_variables)
         """The bytes of one copy of the model's trainable weights."""
         self._compiled = _compiled(self, model)
 
