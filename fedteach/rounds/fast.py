@@ -142,7 +142,11 @@ def _client_stream(dataset: ClientDataset, rng: np.random.Generator) -> tuple[np
             return np.arange(n)
         step = steps[k - 1]
         if step.kind == "repeat":
-            parts = [run(k - 1) for _ in range(step.args[0])]
+            count = step.args[0]
+            if any(s.kind == "shuffle" for s in steps[:k - 1]):
+                parts = [run(k - 1) for _ in range(count)]  # each iteration draws its own order
+            else:  # no draw upstream: every iteration is the same
+                parts = [run(k - 1)] * count
             if any(s.kind == "batch" for s in steps[:k - 1]):
                 return [b for part in parts for b in part]
             return np.concatenate(parts) if parts else np.arange(0)
