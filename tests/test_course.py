@@ -8,6 +8,8 @@ The masters in ``course/`` are turned into student notebooks and autograders by 
 * grading a folder with a fully correct and a blank submission of every notebook gives 100% and 0%;
 * every auto-graded question scores 0 for each of its plausible wrong answers
   (``tests/wrong_answers/nbNN.py``) while the model answer scores full marks;
+* what ``grader.check`` tells a student is true: each of those wrong answers also fails the question's
+  public tests, except one that hard-codes the visible case's result (the hidden tests catch that one);
 * no line of a model answer appears anywhere in a student notebook.
 """
 import importlib.util
@@ -31,6 +33,8 @@ def _module(path: pathlib.Path, name: str):
 
 course = _module(ROOT / "tools" / "course.py", "course_tool")
 CHECK = re.compile(r'^grader\.check\("(?P<q>[^"]+)"\)\s*$')
+HARD_CODED = "# Hard-codes the visible case: only the hidden tests catch it."
+"""The first line of a wrong answer that only the hidden tests can reject (it returns the visible case's result)."""
 
 
 def _wrong_answers(name: str) -> dict:
@@ -108,7 +112,7 @@ def graded(generated, tmp_path_factory):
         for variant, answers in variants.items():
             (folder / variant).mkdir(exist_ok=True)
             nbformat.write(_submission(student, answers), folder / variant / f"{name}.ipynb")
-            expected[(variant, name)] = set(answers)
+            expected[(variant, name)] = answers
     # Notebook 8's real Flower federation is tested in tests/test_flower.py; here it would start one per submission.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FEDTEACH_FLOWER", "0")
@@ -133,6 +137,20 @@ def test_every_wrong_answer_is_rejected(graded):
         row = rows[(variant, name)]
         for question in questions:
             assert row[question] == 0, f"{name} {question}: wrong answer {variant} scored {row[question]}"
+
+
+def test_every_wrong_answer_fails_the_public_check_too(graded):
+    rows, expected = graded
+    for (variant, name), answers in expected.items():
+        if not variant.startswith("wrong"):
+            continue
+        public = rows[(variant, name)]["public"]
+        for question, source in answers.items():
+            if source.startswith(HARD_CODED):
+                continue
+            assert public.get(question) is False, (
+                f"{name} {question}: wrong answer {variant} passes the public check (grader.check says it is right):\n"
+                f"{source}")
 
 
 def test_no_model_answer_line_appears_in_a_student_notebook(generated):

@@ -134,20 +134,26 @@ def check() -> list[str]:
 KERNEL_START_FAILED = "Kernel died before replying to kernel_info"
 
 
-def _otter_run(path: pathlib.Path, zip_path: pathlib.Path, attempts: int = 3) -> list[dict]:
-    """The test results of ``otter run`` on one submission.
+def _otter_run(path: pathlib.Path, zip_path: pathlib.Path, attempts: int = 3) -> tuple[list[dict], dict[str, bool]]:
+    """The test results of ``otter run`` on one submission, and per question whether its public tests passed
+    (what ``grader.check`` tells the student).
 
     A kernel that dies before it answers (it never ran a cell of the submission: for example two
     kernels starting at once picked the same free port) is started again, up to ``attempts`` times;
     any other failure, or the same one every time, stops the grading with otter's output.
     """
     for attempt in range(1, attempts + 1):
-        with tempfile.TemporaryDirectory() as out:
-            done = subprocess.run(OTTER + ["run", "--no-logo", "-a", str(zip_path), "-o", out, str(path)],
-                                  capture_output=True, text=True, cwd=path.parent)
-            results = pathlib.Path(out, "results.json")
+        with tempfile.TemporaryDirectory() as out:  # otter writes results.pkl in its working directory
+            done = subprocess.run(OTTER + ["run", "--no-logo", "--pickle-results", "-a", str(zip_path.resolve()),
+                                           "-o", out, str(path.resolve())], capture_output=True, text=True, cwd=out)
+            results, pickled = pathlib.Path(out, "results.json"), pathlib.Path(out, "results.pkl")
             if results.exists():
-                return json.loads(results.read_text())["tests"]
+                public = {}
+                if pickled.exists():
+                    import dill  # otter's own pickler (an otter dependency)
+                    graded = dill.loads(pickled.read_bytes())
+                    public = {name: test.passed_all_public for name, test in graded.results.items()}
+                return json.loads(results.read_text())["tests"], public
         if KERNEL_START_FAILED not in done.stdout + done.stderr:
             break
     raise SystemExit(f"otter run failed for {path} (attempt {attempt} of {attempts}):\n"
@@ -155,22 +161,25 @@ def _otter_run(path: pathlib.Path, zip_path: pathlib.Path, attempts: int = 3) ->
 
 
 def _grade_one(path: pathlib.Path, submissions: pathlib.Path, autograders: pathlib.Path) -> dict:
+    """One submission's row of ``grades.csv``; its key ``public`` (not written to the file) holds, per question,
+    whether the public tests passed."""
     name = nbformat.read(path, as_version=4).metadata.get("otter", {}).get("assignment_name")
     zip_path = autograders / f"{name}.zip"
     if name is None or not zip_path.exists():
         raise SystemExit(f"{path}: no autograder for assignment {name!r} in {autograders} "
                          "(run `python tools/course.py assign` first)")
-    tests = _otter_run(path, zip_path)
+    tests, public = _otter_run(path, zip_path)
     graded = [t for t in tests if "max_score" in t and t.get("name") != "Public Tests"]
     score = sum(t["score"] for t in graded)
     total = sum(t["max_score"] for t in graded)
     return {"submission": path.relative_to(submissions).as_posix(), "assignment": name,
             "score": score, "max_score": total, "percent": round(100 * score / total, 1) if total else 100.0,
-            **{t["name"]: t["score"] for t in graded}}
+            **{t["name"]: t["score"] for t in graded}, "public": public}
 
 
 def grade(submissions: pathlib.Path, autograders: pathlib.Path = AUTOGRADERS, jobs: int = 1) -> list[dict]:
-    """Grades every ``*.ipynb`` under ``submissions`` with ``otter run``; writes ``grades.csv`` there.
+    """Grades every ``*.ipynb`` under ``submissions`` with ``otter run``; writes ``grades.csv`` there (the rows
+    returned also say, under ``public``, which questions' public tests passed).
 
     A submission is matched to its autograder by the notebook's otter assignment name (the master's
     file name), whatever the submission's file is called. ``jobs`` submissions are graded at once.
@@ -180,8 +189,8 @@ def grade(submissions: pathlib.Path, autograders: pathlib.Path = AUTOGRADERS, jo
         rows = list(pool.map(lambda p: _grade_one(p, submissions, autograders), paths))
     with open(submissions / "grades.csv", "w", newline="") as f:
         fields = ["submission", "assignment", "score", "max_score", "percent"]
-        fields += sorted({k for row in rows for k in row} - set(fields))
-        writer = csv.DictWriter(f, fields)
+        fields += sorted({k for row in rows for k in row} - set(fields) - {"public"})
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return rows

@@ -22,6 +22,22 @@ WRONG = {
     labels = client_data.client_arrays(client_id)['label']
     return int(np.median(labels))
 """,
+        # The first writer's favourite digit, written in: right for that writer only.
+        """def most_common_label(client_data, client_id):
+    return 6
+""",
+        # The right digit, but as a float: the exercise asks for an int.
+        """def most_common_label(client_data, client_id):
+    labels = client_data.client_arrays(client_id)['label']
+    return float(np.bincount(labels).argmax())
+""",
+        """# Hard-codes the visible case: only the hidden tests catch it.
+# A table of the answers for emnist_train's writers, computed once: it knows no other ClientData.
+_FAVOURITE = {c: int(np.bincount(emnist_train.client_arrays(c)['label']).argmax()) for c in emnist_train.client_ids}
+
+def most_common_label(client_data, client_id):
+    return _FAVOURITE[client_id]
+""",
     ],
     "q2": [
         # IID: every client holds every digit.
@@ -39,6 +55,9 @@ my_partition = {f'client_{k}': order[900 * k:900 * (k + 1)] for k in range(10)}
 """,
         # Two digits per client, but every digit goes to two clients whole: each example twice.
         """my_partition = {f'client_{d}': np.flatnonzero((labels == d) | (labels == (d + 1) % 10)) for d in range(10)}
+""",
+        # Ten clients, but with no examples at all.
+        """my_partition = {f'client_{k}': [] for k in range(10)}
 """,
     ],
 }

@@ -20,6 +20,9 @@ WRONG = {
         # No shape at all: fits anything, describes nothing.
         """my_input_spec = {'x': tf.TensorSpec(None, tf.float32), 'y': tf.TensorSpec(None, tf.int32)}
 """,
+        # Every dimension left open: fits every batch, but also images of any size.
+        """my_input_spec = {'x': tf.TensorSpec([None, None, None, None], tf.float32), 'y': tf.TensorSpec([None], tf.int32)}
+""",
     ],
     "q2": [
         # A built model instead of a constructor.
@@ -34,6 +37,16 @@ WRONG = {
         # A constructor that ignores the learning rate.
         """def make_model_fn(learning_rate):
     return model_fn
+""",
+        # A new model with the given rate, but not model_fn's: its weights start at random values.
+        """def make_model_fn(learning_rate):
+    def build():
+        net = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation='softmax')])
+        net.compile(loss=keras.losses.SparseCategoricalCrossentropy(),
+                    optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy()])
+        return ft.from_compiled_keras_model(net, sample_batch)
+    return build
 """,
     ],
 }

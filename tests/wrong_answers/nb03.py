@@ -32,6 +32,18 @@ WRONG = {
     rng = np.random.default_rng([2026, round_num])
     return list(rng.choice(emnist_train.client_ids[:10], size=3, replace=False))
 """,
+        # The first three writers in every round.
+        """def clients_for_round(round_num):
+    return emnist_train.client_ids[:3]
+""",
+        """# Hard-codes the visible case: only the hidden tests catch it.
+# A schedule drawn at random for rounds 1-10 only: any later round has no writers.
+_SCHEDULE = {r: [str(c) for c in np.random.default_rng([2026, r]).choice(emnist_train.client_ids, size=3, replace=False)]
+             for r in range(1, 11)}
+
+def clients_for_round(round_num):
+    return _SCHEDULE[round_num]
+""",
     ],
     "q2": [
         # The tutorial's fixed writers in every round.
@@ -71,6 +83,13 @@ for round_num in range(1, 11):
     sampled_state, sampled_metrics = iterative_process.next(sampled_state, federated_train_data)
     sampled_clients.append(round_clients)
     sampled_losses.append(float(sampled_metrics['loss']))
+""",
+        # Random writers, but no training: made-up losses.
+        """sampled_clients, sampled_losses = [], []
+rng = np.random.default_rng(3)
+for round_num in range(1, 11):
+    sampled_clients.append(list(rng.choice(emnist_train.client_ids, size=3, replace=False)))
+    sampled_losses.append(0.0)
 """,
     ],
 }

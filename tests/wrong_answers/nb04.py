@@ -40,5 +40,14 @@ def aggregate_sums(metrics):
         'num_examples': ft.federated_sum(metrics.num_examples),
     }
 """,
+        # Hard-codes the worked example's printed answers (2.5 and 0.6) instead of computing them.
+        """@ft.federated_computation
+def aggregate_sums(metrics):
+    return {
+        'loss': ft.federated_value(2.5, ft.SERVER),
+        'accuracy': ft.federated_value(0.6, ft.SERVER),
+        'num_examples': ft.federated_sum(metrics.num_examples),
+    }
+""",
     ],
 }

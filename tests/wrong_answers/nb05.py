@@ -16,6 +16,9 @@ WRONG = {
         # The loss instead of the accuracy.
         """gap = evaluation(state.model, eval_train_data)['loss'] - evaluation(state.model, heldout_data)['loss']
 """,
+        # A guess of the right size (what the old public check let through: any float in [-1, 1]).
+        """gap = 0.3
+""",
     ],
     "q2": [
         # One federated evaluation of all twenty writers together, given to every writer.
@@ -33,6 +36,9 @@ for writer in unseen_writers:
 for writer in emnist_test.client_ids[:20]:
     writer_data = make_federated_data(emnist_test, [writer], epochs=1)
     per_writer_accuracy[writer] = float(evaluation(state.model, writer_data)['sparse_categorical_accuracy'])
+""",
+        # The right keys with made-up values (what the old public check let through).
+        """per_writer_accuracy = {w: 0.5 for w in unseen_writers}
 """,
     ],
 }

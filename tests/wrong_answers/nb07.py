@@ -13,6 +13,12 @@ WRONG = {
         "server_optimizer_fn=lambda: optimizers.Yogi(0.01, bias_correction=True))",
         # Plain FedAvg.
         "fedyogi = ft.build_federated_averaging_process(model_fn)",
+        # Yogi with another server learning rate: the old public check accepted any.
+        "fedyogi = ft.build_federated_averaging_process(model_fn, "
+        "server_optimizer_fn=lambda: optimizers.fed_yogi(0.1))",
+        # Reddi et al.'s FedAdam (v starts at tau**2, no bias correction), not Yogi.
+        "fedyogi = ft.build_federated_averaging_process(model_fn, "
+        "server_optimizer_fn=lambda: optimizers.fed_adam(0.01, paper=True))",
     ],
     "q3": [
         # The noise on the sum, not on the mean.
@@ -28,6 +34,12 @@ WRONG = {
         # The literal of the notebook's setting.
         "def server_noise_std(noise_multiplier, clip_norm, clients_per_round):\n"
         "    return 0.2",
+        # Any small number: the old public check only asked for less than z * C.
+        "def server_noise_std(noise_multiplier, clip_norm, clients_per_round):\n"
+        "    return 0",
+        "# Hard-codes the visible case: only the hidden tests catch it.\n"
+        "def server_noise_std(noise_multiplier, clip_norm, clients_per_round):\n"
+        "    return {(2.0, 1.0): 0.2, (1.0, 0.5): 0.05}.get((noise_multiplier, clip_norm), 0.1)",
     ],
     "q5": [
         # Forgets the min and max each variable sends.
@@ -44,5 +56,11 @@ WRONG = {
         # The 4-bit answer for this model, hard-coded.
         "def upload_bytes(variable_sizes, bits):\n"
         "    return 3941",
+        # A round number between float32's count and the bare bits: the old public check accepted it.
+        "def upload_bytes(variable_sizes, bits):\n"
+        "    return 10000",
+        "# Hard-codes the visible case: only the hidden tests catch it.\n"
+        "def upload_bytes(variable_sizes, bits):\n"
+        "    return {1: 998, 2: 1979, 4: 3941, 8: 7866, 16: 15716}[bits]",
     ],
 }

@@ -17,6 +17,13 @@ WRONG = {
         # Counts only the processes that take part in learning: forgets the SuperExecs and `flwr run`.
         "def processes_started(num_clients, num_rounds):\n"
         "    return 2 + num_clients + num_clients * num_rounds",
+        # Grows with the rounds only: the old public check accepted it.
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return num_rounds",
+        "# Hard-codes the visible case: only the hidden tests catch it.\n"
+        "def processes_started(num_clients, num_rounds):\n"
+        "    return {(1, 1): 8, (2, 5): 20, (3, 3): 22, (3, 4): 25, (4, 3): 28, (10, 2): 54}"
+        ".get((num_clients, num_rounds), 0)",
     ],
     "q2": [
         # Counts one direction only.
@@ -31,5 +38,11 @@ WRONG = {
         # Only the kernel of the first layer (forgets the bias).
         "def bytes_per_round(model, num_clients):\n"
         "    return 2 * 4 * model.weights[0].numpy().size * num_clients",
+        # Linear in the number of clients, but not the model's bytes: the old public check accepted it.
+        "def bytes_per_round(model, num_clients):\n"
+        "    return 1000 * num_clients",
+        "# Hard-codes the visible case: only the hidden tests catch it.\n"
+        "def bytes_per_round(model, num_clients):\n"
+        "    return 2 * 4 * 7850 * num_clients",
     ],
 }

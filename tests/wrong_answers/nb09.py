@@ -28,6 +28,13 @@ WRONG = {
         "    b = int(np.floor(beta * n))\n"
         "    keep = np.argsort(np.linalg.norm(updates, axis=1))[:n - 2 * b]\n"
         "    return updates[keep].mean(axis=0)",
+        # The coordinate-wise median: ignores beta (right only when b = floor(beta * n) keeps the middle values).
+        "def coordinate_trimmed_mean(updates, beta):\n"
+        "    return np.median(np.asarray(updates, dtype=float), axis=0)",
+        # Ignores beta: always drops one value from each end.
+        "def coordinate_trimmed_mean(updates, beta):\n"
+        "    updates = np.asarray(updates, dtype=float)\n"
+        "    return np.sort(updates, axis=0)[1:len(updates) - 1].mean(axis=0)",
     ],
     "q2": [
         # Counts the client itself (distance 0) among its neighbours.
@@ -54,6 +61,22 @@ WRONG = {
         "def krum_choice(updates, f):\n"
         "    updates = np.asarray(updates, dtype=float)\n"
         "    return int(np.argmin(np.linalg.norm(updates - updates.mean(axis=0), axis=1)))",
+        # The update closest to the coordinate-wise median.
+        "def krum_choice(updates, f):\n"
+        "    updates = np.asarray(updates, dtype=float)\n"
+        "    return int(np.argmin(np.linalg.norm(updates - np.median(updates, axis=0), axis=1)))",
+        # Right scores, but a tie goes to the last of the tied clients (<= instead of <).
+        "def krum_choice(updates, f):\n"
+        "    updates = np.asarray(updates, dtype=float)\n"
+        "    n = len(updates)\n"
+        "    squared = ((updates[:, None, :] - updates[None, :, :]) ** 2).sum(axis=2)\n"
+        "    np.fill_diagonal(squared, np.inf)\n"
+        "    scores = np.sort(squared, axis=1)[:, :n - f - 2].sum(axis=1)\n"
+        "    best = 0\n"
+        "    for k in range(n):\n"
+        "        if scores[k] <= scores[best]:\n"
+        "            best = k\n"
+        "    return best",
     ],
     "q4": [
         # The model change the other way round.

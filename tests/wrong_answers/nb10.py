@@ -16,6 +16,16 @@ WRONG = {
         # The mean over units instead of one unit's ratio.
         "def rebuild_input(kernel_update, bias_update):\n"
         "    return kernel_update.mean(axis=1) / bias_update.mean()",
+        # The largest bias change with its sign, not in absolute value: a blend when that unit's change is negative.
+        "def rebuild_input(kernel_update, bias_update):\n"
+        "    j = int(np.argmax(bias_update))\n"
+        "    return kernel_update[:, j] / bias_update[j]",
+        # The notebook's first digit: right only for the notebook's first client.
+        "def rebuild_input(kernel_update, bias_update):\n"
+        "    return images[0].ravel()",
+        # The library's least squares over all ten units: exact for one example, a blend for a batch.
+        "def rebuild_input(kernel_update, bias_update):\n"
+        "    return leakage.reconstruct_from_update([kernel_update, bias_update]).ravel()",
     ],
     "q3": [
         # The signs the other way round: removes the masks the survivors did not add.
@@ -39,5 +49,8 @@ WRONG = {
         # Leaves the masks in.
         "def remove_dropped_masks(total, dropped, survivors, pair_mask, m):\n"
         "    return total % m",
+        # The notebook's own clients: the survivors' sum from the global x, whatever the arguments.
+        "def remove_dropped_masks(total, dropped, survivors, pair_mask, m):\n"
+        "    return x[survivors].sum(axis=0) % m",
     ],
 }
