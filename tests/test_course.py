@@ -200,3 +200,21 @@ def test_grading_stops_with_otters_output_when_the_kernel_never_starts_or_otter_
     with pytest.raises(SystemExit, match="(?s)attempt 1 of 3.*NameError"):
         course._otter_run(tmp_path / "a.ipynb", tmp_path / "a.zip")
     assert len(calls) == 1
+
+
+def test_no_hidden_test_shadows_a_public_one():
+    # Otter keeps one test case per function name: a hidden test named like the public one would replace
+    # it, and grader.check would then pass every answer (03 q2 and 05 q2 once did).
+    for master in course.masters():
+        assert course.shadowed_tests(master) == [], master.name
+
+
+def test_assign_refuses_a_question_with_two_tests_of_one_name(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    test = "def test_x(a):\n    assert a == 1\n\ntest_x(a)"
+    nb.cells = [nbformat.v4.new_raw_cell("# BEGIN QUESTION\nname: q1\npoints: 1"),
+                nbformat.v4.new_code_cell(test),
+                nbformat.v4.new_code_cell('""" # BEGIN TEST CONFIG\nhidden: true\n""" # END TEST CONFIG\n' + test)]
+    master = tmp_path / "99_example.ipynb"
+    nbformat.write(nb, master)
+    assert course.shadowed_tests(master) == ["q1 test_x"]

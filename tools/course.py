@@ -89,6 +89,23 @@ def _student_notebook(path: pathlib.Path, name: str) -> nbformat.NotebookNode:
     return nb
 
 
+def shadowed_tests(master: pathlib.Path) -> list[str]:
+    """The test functions of ``master`` whose name another test cell of the same question uses too.
+
+    Otter keeps one test case per function name, so a hidden test named like a public one replaces it:
+    ``grader.check`` then runs no public test and says every answer is right. ``assign`` refuses them.
+    """
+    import re
+    names, question = {}, None
+    for cell in nbformat.read(master, as_version=4).cells:
+        if cell.cell_type == "raw" and "BEGIN QUESTION" in cell.source:
+            question = re.search(r"^name:\s*(\S+)", cell.source, re.M).group(1)
+        elif cell.cell_type == "code" and question:
+            for function in re.findall(r"^def (test_\w+)", cell.source, re.M):
+                names[(question, function)] = names.get((question, function), 0) + 1
+    return [f"{question} {function}" for (question, function), count in names.items() if count > 1]
+
+
 def assign(out_notebooks: pathlib.Path, out_autograders: pathlib.Path, run_tests: bool = True,
            only=()) -> list[str]:
     """Runs ``otter assign`` on every master (or those named by ``only``); returns the names written."""
@@ -97,6 +114,9 @@ def assign(out_notebooks: pathlib.Path, out_autograders: pathlib.Path, run_tests
     names = []
     for master in masters(only):
         name = master.stem
+        if shadowed := shadowed_tests(master):
+            raise SystemExit(f"{master.name}: test functions named twice in one question (the later replaces the "
+                             f"earlier in otter): {', '.join(shadowed)}")
         with tempfile.TemporaryDirectory() as tmp:
             command = OTTER + ["assign", str(master), tmp]
             if not run_tests:
