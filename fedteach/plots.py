@@ -309,9 +309,10 @@ def plot_federated_round(num_clients: int = 3, *, ax=None, fig=None) -> Figure:
 
     if not 2 <= num_clients <= 5:
         raise ValueError(f'num_clients must be between 2 and 5 for the diagram to fit, got {num_clients}.')
-    fig, ax = _new_figure(fig, ax, (10, 6.6))
+    fig, ax = _new_figure(fig, ax, (11, 6.6))
     ax = ax if ax is not None else fig.add_subplot()
-    ax.set_xlim(0, 10)
+    # The clients and the server sit in x 2-11; the margins hold the labels (1) and (3), beside the arrows.
+    ax.set_xlim(0, 13)
     ax.set_ylim(0, 7.3)
     ax.set_axis_off()
     broadcast, train, aggregate, update = OKABE_ITO[0], OKABE_ITO[2], OKABE_ITO[3], OKABE_ITO[1]
@@ -326,30 +327,30 @@ def plot_federated_round(num_clients: int = 3, *, ax=None, fig=None) -> Figure:
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle='-|>', mutation_scale=14, linewidth=1.8,
                                      color=color, **style))
 
-    label = dict(fontsize=9, va='center', ha='center', linespacing=1.4,
-                 bbox=dict(boxstyle='round,pad=0.3', facecolor='white', edgecolor='none', alpha=0.92))
-    box(1.0, 5.45, 8.0, 1.25, '#EAF2FA', ['SERVER', r'server state @SERVER: model weights $w_t$ (and optimizer state)'])
-    width = 1.6
-    gap = (10 - num_clients * width) / (num_clients + 1)
-    lefts = [gap + k * (width + gap) for k in range(num_clients)]
+    label = dict(fontsize=9, va='center', linespacing=1.4)
+    box(2.0, 5.45, 9.0, 1.25, '#EAF2FA', ['SERVER', r'server state @SERVER: model weights $w_t$ (and optimizer state)'])
+    width = 1.4
+    gap = (9 - num_clients * width) / (num_clients + 1)
+    loop = -min(1.4, 4 * (gap - 0.06))  # the training loop's bulge (rad x half its 0.5 height) stays in the gap
+    lefts = [2.0 + gap + k * (width + gap) for k in range(num_clients)]
     for k, x in enumerate(lefts):
         name = 'K' if k == num_clients - 1 and num_clients > 3 else f'{k + 1}'
-        box(x, 1.25, width, 1.3, '#EEF7F1', [f'client {name}', f'data $D_{{{name}}}$: $n_{{{name}}}$ examples',
+        box(x, 1.25, width, 1.3, '#EEF7F1', [f'client {name}', f'data $D_{{{name}}}$', f'$n_{{{name}}}$ examples',
                                              '@CLIENTS'])
-        arrow((x + 0.45, 5.4), (x + 0.45, 2.62), broadcast)
-        arrow((x + width - 0.45, 2.62), (x + width - 0.45, 5.4), aggregate)
-        arrow((x + width + 0.03, 2.15), (x + width + 0.03, 1.65), train, connectionstyle='arc3,rad=-1.4')
-    arrow((9.05, 6.35), (9.05, 5.8), update, connectionstyle='arc3,rad=-1.4')
-    ax.text(lefts[0] + 0.45, 4.35, '(1) broadcast\n' r'the weights $w_t$' '\nfederated_broadcast',
-            color=broadcast, **label)
-    ax.text(lefts[-1] + width - 0.45, 3.75, '(3) aggregate: the\nweighted mean update\n'
+        arrow((x + 0.4, 5.4), (x + 0.4, 2.62), broadcast)
+        arrow((x + width - 0.4, 2.62), (x + width - 0.4, 5.4), aggregate)
+        arrow((x + width + 0.03, 2.15), (x + width + 0.03, 1.65), train, connectionstyle=f'arc3,rad={loop}')
+    arrow((11.05, 6.35), (11.05, 5.8), update, connectionstyle='arc3,rad=-1.4')
+    ax.text(lefts[0] + 0.25, 4.0, '(1) broadcast\n' r'the weights $w_t$' '\nfederated_broadcast',
+            color=broadcast, ha='right', **label)
+    ax.text(lefts[-1] + width - 0.25, 4.0, '(3) aggregate: the\nweighted mean update\n'
             r'$\Delta_t = \Sigma_k\, n_k \Delta_t^k \;/\; \Sigma_k\, n_k$' '\nfederated_mean', color=aggregate,
-            **dict(label, linespacing=1.6))
-    ax.text(5.0, 0.55, '(2) local training on each client\'s own data: a few epochs of SGD (client learning '
+            ha='left', **dict(label, linespacing=1.6))
+    ax.text(6.5, 0.55, '(2) local training on each client\'s own data: a few epochs of SGD (client learning '
             'rate $\\eta$)\n' r"from $w_t$ to $w_t^k$; the client's update is $\Delta_t^k = w_t^k - w_t$",
-            color=train, **label)
-    ax.text(8.75, 7.05, '(4) server update: ' r'$w_{t+1} = w_t + \eta_s \Delta_t$ (FedAvg: $\eta_s = 1$)',
-            color=update, **dict(label, ha='right'))
+            color=train, ha='center', **label)
+    ax.text(10.75, 7.05, '(4) server update: ' r'$w_{t+1} = w_t + \eta_s \Delta_t$ (FedAvg: $\eta_s = 1$)',
+            color=update, ha='right', **label)
     ax.set_title('One round, next: SERVER_STATE, FEDERATED_DATA -> SERVER_STATE, TRAINING_METRICS',
                  fontsize=10, pad=14)
     return fig
