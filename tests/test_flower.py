@@ -49,13 +49,15 @@ EXPERIMENT = textwrap.dedent('''
 # Tolerance on the per-round loss, absolute. Both sides run the same float32
 # SGD steps on the same batches in the same order from the same zero weights;
 # they differ only in rounding: fedteach's default (fast) engine vectorizes the
-# clients' training while the Flower ClientApp uses the per-client
+# clients' training (XLA) while the Flower ClientApp uses the per-client
 # ClientRunner, and Flower averages the models in float32 in reply-arrival
-# order where fedteach averages in float64. Measured: <= 7.2e-7 over 4 runs
-# (float32 epsilon is 1.2e-7, losses are ~1.4-2.1). 1e-5 is ~15x that margin
-# and still ~4 orders of magnitude below the round-to-round change in loss
-# (~0.3), so a wrong weighting, a skipped client or a stale model fails it.
-LOSS_ATOL = 1e-5
+# order where fedteach averages in float64. Measured: <= 7.2e-7 over 4 runs on
+# one CPU, but 1.03e-5 in round 1 on an AMD EPYC without AVX-512 (2026-12-02;
+# rounds 2-3 there: <= 4.8e-7): XLA's and TensorFlow's exp/log take other code
+# paths there. Losses are ~1.4-2.4. 5e-5 is ~5x the larger and still ~4 orders
+# of magnitude below the round-to-round change in loss (~0.3), so a wrong
+# weighting, a skipped client or a stale model fails it.
+LOSS_ATOL = 5e-5
 
 
 @pytest.fixture(scope="module")
