@@ -209,7 +209,7 @@ def test_no_hidden_test_shadows_a_public_one():
         assert course.shadowed_tests(master) == [], master.name
 
 
-def test_assign_refuses_a_question_with_two_tests_of_one_name(tmp_path):
+def test_a_hidden_test_named_like_the_public_one_is_found(tmp_path):
     nb = nbformat.v4.new_notebook()
     test = "def test_x(a):\n    assert a == 1\n\ntest_x(a)"
     nb.cells = [nbformat.v4.new_raw_cell("# BEGIN QUESTION\nname: q1\npoints: 1"),

@@ -24,12 +24,14 @@ submissions. (``otter grade`` needs Docker; ``otter run`` does the same grading 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import csv
 import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -95,14 +97,12 @@ def shadowed_tests(master: pathlib.Path) -> list[str]:
     Otter keeps one test case per function name, so a hidden test named like a public one replaces it:
     ``grader.check`` then runs no public test and says every answer is right. ``assign`` refuses them.
     """
-    import re
-    names, question = {}, None
+    names, question = collections.Counter(), None
     for cell in nbformat.read(master, as_version=4).cells:
         if cell.cell_type == "raw" and "BEGIN QUESTION" in cell.source:
             question = re.search(r"^name:\s*(\S+)", cell.source, re.M).group(1)
         elif cell.cell_type == "code" and question:
-            for function in re.findall(r"^def (test_\w+)", cell.source, re.M):
-                names[(question, function)] = names.get((question, function), 0) + 1
+            names.update((question, function) for function in re.findall(r"^def (test_\w+)", cell.source, re.M))
     return [f"{question} {function}" for (question, function), count in names.items() if count > 1]
 
 
