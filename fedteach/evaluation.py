@@ -5,11 +5,10 @@ import warnings
 
 import numpy as np
 
-from fedteach.federated import FederatedValue
 from fedteach.rounds import fast
 from fedteach.rounds.general import ClientRunner
-from fedteach.rounds.process import (Computation, check_client_datasets, check_model_fn, client_name,
-                                     clients_data_type, function_type, metrics_type, server_type)
+from fedteach.rounds.process import (Computation, aggregate_trusted, check_client_datasets, check_model_fn,
+                                     client_name, clients_data_type, function_type, metrics_type, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
 
 
@@ -71,7 +70,7 @@ def build_federated_evaluation(model_fn) -> Computation:
                           stacklevel=2)
         aggregate = model.federated_output_computation
         if fast_path:  # the fast evaluator builds its outputs in the type the aggregation is bound to
-            outputs = FederatedValue._trusted(aggregate.type_signature.parameter, outputs)
+            return RoundMetrics(aggregate_trusted(aggregate, outputs))
         return RoundMetrics(aggregate(outputs))
 
     signature = function_type([server_type(template), clients_data_type(model)], result_type)

@@ -280,6 +280,29 @@ def test_fast_and_general_evaluation_agree(clients, build, monkeypatch):
     assert fast["sparse_categorical_accuracy"] == pytest.approx(general["sparse_categorical_accuracy"], abs=1e-6)
 
 
+def test_the_fast_engines_metrics_are_the_models_aggregation_of_their_outputs(clients, monkeypatch):
+    """The fast engines sum their per-client outputs without a second type check; the metrics are exactly
+    what the model's federated_output_computation makes of the same outputs."""
+    seen = []
+
+    def keep(aggregate, outputs):
+        seen.append((aggregate(outputs), aggregate.of_trusted(outputs)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(ft.rounds.fedavg, "aggregate_trusted", keep)
+    monkeypatch.setattr(ft.evaluation, "aggregate_trusted", keep)
+    def model_fn():
+        return ft.from_keras_model(linear(), keras.losses.SparseCategoricalCrossentropy(), SPEC,
+                                   metrics=[keras.metrics.SparseCategoricalAccuracy()])
+
+    data = ft.make_federated_data(clients, clients.client_ids[:5], tutorial_preprocess())
+    process = ft.build_federated_averaging_process(model_fn, lambda: keras.optimizers.SGD(0.05))
+    state, (metrics,) = run(process, data, rounds=1)
+    evaluated = ft.build_federated_evaluation(model_fn)(state.model, data)
+    assert process.path == "fast" and len(seen) == 2
+    assert [dict(checked) for checked, _ in seen] == [dict(trusted) for _, trusted in seen] == [metrics, evaluated]
+
+
 def test_the_rounds_examples_become_tensors_without_a_copy_where_aligned():
     """The stacked examples are handed to TensorFlow as they are (aligned memory: the tensor sees later
     writes) or copied (unaligned memory, which TensorFlow's kernels cannot take); equal either way."""

@@ -173,13 +173,21 @@ def federated_sum(value):
     if value.is_placeholder:
         return FederatedValue._trusted(type_spec, _PLACEHOLDER)
     _num_clients([value], "federated_sum")
+    return FederatedValue._trusted(type_spec, _leafwise(value.type.member, value._value, sum_leaves))
 
-    def add(tensor_type, leaves):
-        dtype = tensor_type.dtype
-        accumulator = np.promote_types(dtype, np.float64) if dtype.kind in "fc" else dtype
-        return np.array(leaves, accumulator).sum(axis=0).astype(dtype)  # np.array stacks, as np.stack would
 
-    return FederatedValue._trusted(type_spec, _leafwise(value.type.member, value._value, add))
+def sum_leaves(tensor_type, leaves):
+    """The sum of the clients' ``leaves`` of one tensor type, as ``federated_sum`` adds them up: floats
+    accumulated in float64 (complex in complex128), the result in the type's dtype.
+
+    Example:
+        >>> from fedteach.federated.types import TensorType
+        >>> sum_leaves(TensorType(np.float32), [np.float32(0.1), np.float32(0.2)])
+        np.float32(0.3)
+    """
+    dtype = tensor_type.dtype
+    accumulator = np.promote_types(dtype, np.float64) if dtype.kind in "fc" else dtype
+    return np.array(leaves, accumulator).sum(axis=0).astype(dtype)  # np.array stacks, as np.stack would
 
 
 def federated_mean(value, weight=None):

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from fedteach.federated import (SERVER, FederatedType, FunctionType, StructType, federated_computation,
                                 federated_sum)
+from fedteach.federated.intrinsics import sum_leaves
 from fedteach.models.model import BatchOutput, Model
 
 
@@ -244,6 +245,13 @@ def _make_metric_aggregation(metrics):
     return _Finalized(aggregate_metrics_across_clients, finalize, result)
 
 
+def _summed(type_spec, members):
+    """``federated_sum``'s sum of the clients' ``members`` of ``type_spec``; structures are lists here."""
+    if isinstance(type_spec, StructType):
+        return [_summed(t, [m[i] for m in members]) for i, (_, t) in enumerate(type_spec)]
+    return sum_leaves(type_spec, members)
+
+
 class _Finalized:
     """A federated computation followed by a server-side finalization into ``result_type``."""
 
@@ -252,6 +260,28 @@ class _Finalized:
 
     def __call__(self, local_outputs):
         return self.finalize(self.computation(local_outputs))
+
+    def of_trusted(self, outputs: list):
+        """The metrics of per-client outputs that a fast engine built in the bound parameter type: summed as
+        ``federated_sum`` sums them, with the same arithmetic, but without checking their type again and
+        walking the generic structures (0.3 ms of a ten-client round).
+
+        Example:
+            >>> import keras, tensorflow as tf
+            >>> net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation='softmax')])
+            >>> model = from_keras_model(net, keras.losses.SparseCategoricalCrossentropy(),
+            ...     {'x': tf.TensorSpec([None, 2], tf.float32), 'y': tf.TensorSpec([None, 1], tf.int32)})
+            >>> outputs = [{'loss': [np.float32(3.0), np.float32(2.0)], 'num_examples': np.int64(2)},
+            ...            {'loss': [np.float32(1.0), np.float32(2.0)], 'num_examples': np.int64(2)}]
+            >>> aggregate = model.federated_output_computation
+            >>> dict(aggregate(outputs))  # checks the outputs and binds the parameter type
+            {'loss': 1.0, 'num_examples': 4}
+            >>> dict(aggregate.of_trusted(outputs))
+            {'loss': 1.0, 'num_examples': 4}
+        """
+        member = self.computation.type_signature.parameter.member
+        return self.finalize(collections.OrderedDict(
+            (name, _summed(t, [o[name] for o in outputs])) for name, t in member))
 
     def bind(self, *types):
         self.computation.bind(*types)

@@ -18,11 +18,11 @@ import tensorflow as tf
 
 from fedteach import aggregators as _aggregators
 from fedteach.rounds import fast, general, grouping
-from fedteach.rounds.process import (Computation, IterativeProcess, check_client_datasets, check_model_fn,
-                                     check_positive, client_name, clients_data_type, function_type, is_finite,
-                                     metrics_type, num_classes, server_type)
+from fedteach.rounds.process import (Computation, IterativeProcess, aggregate_trusted, check_client_datasets,
+                                     check_model_fn, check_positive, client_name, clients_data_type, function_type,
+                                     is_finite, metrics_type, num_classes, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
-from fedteach.federated import FederatedValue, StructType, to_type
+from fedteach.federated import StructType, to_type
 
 
 class DivergenceError(FloatingPointError):
@@ -325,8 +325,9 @@ class FederatedAveraging:
         weights = ModelWeights(weights.trainable, average.non_trainable)
         aggregate = self.model.federated_output_computation
         if self.path == "fast":  # the fast engine builds its outputs in the type the aggregation is bound to
-            outputs = FederatedValue._trusted(aggregate.type_signature.parameter, outputs)
-        metrics = RoundMetrics({**aggregate(outputs), **measurements})
+            metrics = RoundMetrics({**aggregate_trusted(aggregate, outputs), **measurements})
+        else:
+            metrics = RoundMetrics({**aggregate(outputs), **measurements})
         if not is_finite(list(weights.trainable.values()) + [metrics.get("loss", 0.0)]):
             raise DivergenceError(
                 f"round {round_num} diverged: the model weights or the loss became NaN/Inf. "
