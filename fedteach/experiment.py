@@ -37,6 +37,7 @@ from fedteach import robust as robust_aggregators
 from fedteach.optimizers import SERVER_OPTIMIZERS, server_optimizer_fn
 from fedteach.rounds import (DivergenceError, ServerState, build_federated_averaging_process,
                              build_federated_sgd_process, sample_clients)
+from fedteach.rounds.process import model_already_initialized
 
 __all__ = ['ALGORITHMS', 'ATTACKS', 'ROBUST_AGGREGATORS', 'EXPLODING_LOSS_FACTOR', 'Experiment', 'ExperimentConfig', 'ExplodingLossWarning', 'MODELS', 'build_aggregator', 'build_keras_model']
 
@@ -395,7 +396,10 @@ class Experiment:
             return models[0]
 
         self.aggregator = build_aggregator(config, total_clients=len(train.client_ids))
-        self.process = _build_process(config, model_fn, self.aggregator)
+        # A shared model's weights are the state's: nothing to seed, and reseeding TensorFlow would make every
+        # compiled function instantiate again at its next call (see model_already_initialized).
+        with model_already_initialized(initial_state is not None and shared_key in _SHARED_MODELS):
+            self.process = _build_process(config, model_fn, self.aggregator)
         self.evaluation = build_federated_evaluation(model_fn)
         if not _is_int(min_eval_examples) or min_eval_examples < 0:
             raise ValueError(f'min_eval_examples must be an integer >= 0 (e.g. 1000), got {min_eval_examples!r}.')

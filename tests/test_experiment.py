@@ -124,6 +124,36 @@ def test_settings_changes_reuse_the_compiled_functions(data):
         assert sum(len(c.traces) for c in ft.rounds.fast._COMPILED.values()) == traces, change
 
 
+def test_a_run_continuing_from_a_state_does_not_reseed_tensorflow(data, monkeypatch):
+    """Seeding TensorFlow clears its kernel cache, so every compiled function (round, evaluation, Adam's
+    server step) would be instantiated again: tens of milliseconds after each slider change. A run that
+    continues from a state reuses an initialized model and has no weights to seed; a fresh run seeds."""
+    first = Experiment(*data, FAST)  # the linear model of this data is built (and shared) from here on
+    seeds = []
+    monkeypatch.setattr(ft.rounds.process.keras.utils, 'set_random_seed', seeds.append)
+    for change in ({'client_learning_rate': 0.05}, {'server_optimizer': 'adam'}, {'algorithm': 'fedsgd'}):
+        Experiment(*data, FAST.replace(seed=7, **change), initial_state=first.state).run_round()
+    assert seeds == []
+    Experiment(*data, FAST.replace(seed=7))
+    assert seeds == [7]
+
+
+def test_not_reseeding_a_continuing_run_changes_none_of_its_metrics(data, monkeypatch):
+    """A continuing run's weights come from the state and its draws from the config's seed: the same
+    metrics as when the builders reseeded it (as before they stopped)."""
+    first = Experiment(*data, FAST)
+    first.run_round()
+    change = FAST.replace(client_learning_rate=0.05, server_optimizer='adam', server_learning_rate=0.01,
+                          random_clients=True, seed=2)
+    continued = Experiment(*data, change, initial_state=first.state).run(rounds=2)
+    switch = ft.rounds.process.model_already_initialized
+    monkeypatch.setattr(ft.experiment, 'model_already_initialized', lambda active: switch(False))
+    reseeded = Experiment(*data, change, initial_state=first.state).run(rounds=2)
+    drop = lambda history: [{k: v for k, v in e.items() if k != 'seconds'} for e in history]
+    assert drop(continued) == drop(reseeded)
+    assert [e['round'] for e in continued] == [2, 3]
+
+
 def test_continue_with_another_server_optimizer(data):
     first = Experiment(*data, FAST)
     first.run()

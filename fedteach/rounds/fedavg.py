@@ -20,7 +20,7 @@ from fedteach import aggregators as _aggregators
 from fedteach.rounds import fast, general, grouping
 from fedteach.rounds.process import (Computation, IterativeProcess, aggregate_trusted, check_client_datasets,
                                      check_model_fn, check_positive, client_name, clients_data_type, function_type,
-                                     is_finite, metrics_type, num_classes, server_type)
+                                     is_finite, metrics_type, num_classes, seed_initial_weights, server_type)
 from fedteach.rounds.state import ModelWeights, RoundMetrics, ServerState
 from fedteach.federated import StructType, to_type
 
@@ -229,7 +229,7 @@ def build_federated_averaging_process(model_fn, client_optimizer_fn=None, server
     """
     if engine not in ("auto", "fast", "general"):
         raise ValueError(f"engine must be 'auto', 'fast' or 'general', got {engine!r}")
-    keras.utils.set_random_seed(seed)
+    seed_initial_weights(seed)
     model = check_model_fn(model_fn)
     client_optimizer = build_client_optimizer(client_optimizer_fn, model)
     server = build_server(server_optimizer_fn, model, default_learning_rate=1.0)

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from fedteach.rounds import fast, general, grouping
 from fedteach.rounds.fedavg import FederatedAveraging, ServerOptimizer, _skip_empty, build_server
-from fedteach.rounds.process import check_model_fn
+from fedteach.rounds.process import check_model_fn, seed_initial_weights
 from fedteach.rounds.state import ModelWeights
 
 __all__ = ["build_federated_sgd_process"]
@@ -68,7 +68,7 @@ def build_federated_sgd_process(model_fn, *, server_optimizer_fn=None, seed: int
     """
     if engine not in ("auto", "fast", "general"):
         raise ValueError(f"engine must be 'auto', 'fast' or 'general', got {engine!r}")
-    keras.utils.set_random_seed(seed)
+    seed_initial_weights(seed)
     model = check_model_fn(model_fn)
     server = build_server(server_optimizer_fn, model, default_learning_rate=0.1)
     # The client optimizer is never stepped: SGD(1.0) only turns a gradient g into the update -g.

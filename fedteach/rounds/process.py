@@ -1,10 +1,13 @@
 """Computations with type signatures, and the ``initialize``/``next`` pair."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from collections.abc import Mapping
 from typing import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -41,6 +44,45 @@ class IterativeProcess:
 
     initialize: Computation
     next: Computation
+
+
+_MODEL_INITIALIZED = contextvars.ContextVar("fedteach_model_initialized", default=False)
+
+
+def seed_initial_weights(seed: int) -> None:
+    """Seeds what a ``model_fn`` draws its initial weights from (``keras.utils.set_random_seed``): a process
+    builder calls it before ``model_fn``, so that the same seed gives the same initial weights. Within
+    :func:`model_already_initialized` it does nothing.
+
+    Example:
+        >>> import keras
+        >>> seed_initial_weights(0); a = keras.random.uniform((2,))
+        >>> seed_initial_weights(0); b = keras.random.uniform((2,))
+        >>> bool((a == b).numpy().all())
+        True
+    """
+    if not _MODEL_INITIALIZED.get():
+        keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def model_already_initialized(active: bool = True):
+    """Process builders inside it do not reseed (see :func:`seed_initial_weights`): for a ``model_fn`` that
+    returns a model built and initialized before, whose weights the process replaces anyway (an
+    ``Experiment`` continuing from a state). Reseeding would cost more than the round: TensorFlow's
+    ``tf.random.set_seed`` clears the eager kernel cache, so every compiled function (the rounds, the
+    evaluation, the server optimizer's step) is instantiated again at its next call (40 ms for Adam's step).
+    Per thread (a context variable): a background warm-up does not switch it for the notebook's thread.
+
+    Example:
+        >>> with model_already_initialized():
+        ...     seed_initial_weights(0)  # nothing to seed: the weights come from elsewhere
+    """
+    token = _MODEL_INITIALIZED.set(bool(active))
+    try:
+        yield
+    finally:
+        _MODEL_INITIALIZED.reset(token)
 
 
 def check_model_fn(model_fn) -> Model:

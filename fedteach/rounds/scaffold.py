@@ -34,7 +34,7 @@ import numpy as np
 from fedteach.federated.types import MappingType, StructType
 from fedteach.rounds import fast, grouping
 from fedteach.rounds.fedavg import FederatedAveraging, _skip_empty, build_client_optimizer, build_server
-from fedteach.rounds.process import check_client_datasets, check_model_fn, client_name
+from fedteach.rounds.process import check_client_datasets, check_model_fn, client_name, seed_initial_weights
 from fedteach.rounds.state import ModelWeights, ScaffoldState
 
 __all__ = ["build_scaffold_process"]
@@ -84,7 +84,7 @@ def build_scaffold_process(model_fn, client_optimizer_fn=None, server_optimizer_
     if isinstance(total_clients, bool) or not isinstance(total_clients, (int, np.integer)) or total_clients < 1:
         raise ValueError(f"total_clients must be the number of clients in the population (an int >= 1), got "
                          f"{total_clients!r}; e.g. total_clients=len(train.client_ids).")
-    keras.utils.set_random_seed(seed)
+    seed_initial_weights(seed)
     model = check_model_fn(model_fn)
     client_optimizer = build_client_optimizer(client_optimizer_fn, model)
     _check_plain_sgd(client_optimizer)
